@@ -1,0 +1,50 @@
+//! joblet runs many independent tasks in parallel and hands the results back the way the
+//! caller wants them: all at once in input order, lazily in input order, or as they finish.
+//! It is joblib's model (`Parallel`, `delayed`) for Rust.
+//!
+//! ```
+//! use joblet::{delayed, Backend, Parallel};
+//!
+//! fn sum_of_squares(x: Vec<f64>) -> f64 {
+//!     x.iter().map(|v| v * v).sum()
+//! }
+//!
+//! let data: Vec<Vec<f64>> = (0..10).map(|i| vec![i as f64; 1000]).collect();
+//! let results = Parallel::new()
+//!     .n_jobs(4)
+//!     .backend(Backend::Threads)
+//!     .run(data.into_iter().map(|x| delayed(sum_of_squares, (x,))))
+//!     .unwrap();
+//! assert_eq!(results[3], 9.0 * 1000.0);
+//! ```
+//!
+//! What the engine does for every backend:
+//! - **order**: [`Parallel::run`] returns a `Vec` in input order; [`Parallel::iter`] yields
+//!   in input order while work goes on; [`Parallel::iter_unordered`] yields as tasks finish.
+//! - **errors**: the first failing task (an `Err` or a panic) stops the call; the error
+//!   carries the task's index and its own error. [`Parallel::outcomes`] runs everything and
+//!   reports each outcome instead.
+//! - **bounded memory**: the input is pulled lazily, at most `pre_dispatch` batches ahead.
+//! - **batching**: `batch_size="auto"` groups tiny tasks so that their dispatch costs nothing.
+//! - **timeouts**, **progress** (callback, joblib's `verbose` lines, a progress bar), and
+//!   **nesting** (calls inside tasks run sequentially).
+
+mod backend;
+mod config;
+mod context;
+mod cpu;
+mod error;
+mod parallel;
+mod progress;
+mod scheduler;
+mod task;
+
+pub use backend::Backend;
+pub use config::{BatchSize, PreDispatch};
+pub use context::{is_cancelled, nesting_depth};
+pub use cpu::cpu_count;
+pub use error::{ConfigError, Error, Failure};
+pub use parallel::Parallel;
+pub use progress::{Event, Progress};
+pub use scheduler::{Ordered, Unordered};
+pub use task::{delayed, Args, Job};

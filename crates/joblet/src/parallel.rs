@@ -1,0 +1,397 @@
+//! `Parallel`: the configuration of a call and the ways to run one.
+
+use crate::backend::{Backend, Here};
+use crate::config::{effective_n_jobs, BatchSize, PreDispatch};
+use crate::context::{nesting_depth, CancelToken};
+use crate::error::{panic_message, ConfigError, Error, Failure};
+use crate::progress::{Callback, Progress, Reporter};
+use crate::scheduler::batching::BatchSizer;
+use crate::scheduler::feed::Feed;
+use crate::scheduler::{collect_list, Call, CallShared, Ordered, Runner, Unordered};
+use crate::task::Job;
+use std::convert::Infallible;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs many independent tasks in parallel: joblib's `Parallel`, for Rust closures.
+///
+/// Configure it the joblib way, then hand it the tasks, a lazy iterator of closures:
+///
+/// | joblib | joblet |
+/// |---|---|
+/// | `n_jobs=4` | [`n_jobs(4)`](Self::n_jobs) (`-1`: every CPU; unset: 1, run in the caller) |
+/// | `backend="threading"` | [`backend(Backend::Threads)`](Self::backend) |
+/// | `return_as="list"` | [`run`](Self::run) / [`try_run`](Self::try_run) → `Vec` in input order |
+/// | `return_as="generator"` | [`iter`](Self::iter) / [`try_iter`](Self::try_iter) → lazy, input order |
+/// | `return_as="generator_unordered"` | [`iter_unordered`](Self::iter_unordered) → completion order, with indices |
+/// | `batch_size`, `pre_dispatch`, `timeout`, `verbose` | the methods of the same names |
+///
+/// ```
+/// use joblet::{delayed, Parallel};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let squares = Parallel::new().n_jobs(2).run((0..5).map(|x| delayed(square, (x,)))).unwrap();
+/// assert_eq!(squares, vec![0, 1, 4, 9, 16]);
+/// ```
+///
+/// Tasks must be `Send + 'static`: a call that fails returns at once, while its running tasks
+/// finish on worker threads, so tasks cannot borrow from the caller's stack. Move owned data in
+/// (or an `Arc` of it). A `Parallel` can be reused for many calls.
+#[derive(Clone, Default)]
+pub struct Parallel {
+    n_jobs: Option<i64>,
+    backend: Backend,
+    batch_size: BatchSize,
+    pre_dispatch: PreDispatch,
+    timeout: Option<Duration>,
+    verbose: u32,
+    progress: Option<Callback>,
+}
+
+impl std::fmt::Debug for Parallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parallel")
+            .field("n_jobs", &self.n_jobs)
+            .field("backend", &self.backend)
+            .field("batch_size", &self.batch_size)
+            .field("pre_dispatch", &self.pre_dispatch)
+            .field("timeout", &self.timeout)
+            .field("verbose", &self.verbose)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// What a call will actually do, once the configuration is resolved.
+struct Plan {
+    backend: Backend,
+    workers: usize,
+    window: Option<usize>,
+    batch_size: BatchSize,
+}
+
+impl Parallel {
+    /// A `Parallel` with joblib's defaults: `n_jobs` unset (1: run in the caller),
+    /// `batch_size="auto"`, `pre_dispatch="2*n_jobs"`, no timeout, silent.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of workers: `n > 0` workers, `-1` every CPU, `-2` all but one, and so on
+    /// (`cpu_count() + 1 + n`, at least 1). `0` makes every call fail with
+    /// [`Error::Config`]. Unset, calls run sequentially in the caller's thread.
+    pub fn n_jobs(mut self, n: i64) -> Self {
+        self.n_jobs = Some(n);
+        self
+    }
+
+    /// Where tasks run. With one worker, or inside a task of another call, every backend
+    /// runs sequentially (see [`crate::nesting_depth`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Tasks per batch: [`BatchSize::Auto`] (the default) or a fixed count.
+    pub fn batch_size(mut self, batch_size: impl Into<BatchSize>) -> Self {
+        self.batch_size = batch_size.into();
+        self
+    }
+
+    /// How many batches may be dispatched ahead of the results the caller has taken: a
+    /// count, `"all"`, or an expression in `n_jobs` such as `"2*n_jobs"` (the default).
+    pub fn pre_dispatch(mut self, pre_dispatch: impl Into<PreDispatch>) -> Self {
+        self.pre_dispatch = pre_dispatch.into();
+        self
+    }
+
+    /// Fails the call with [`Error::TimedOut`] when a task runs longer than `timeout`.
+    ///
+    /// Threads cannot be killed: the overdue task keeps its thread until it returns, but the
+    /// caller gets the error at once and [`crate::is_cancelled`] turns true for the task. The
+    /// sequential backend cannot interrupt the task at all; it reports the overrun when the
+    /// task returns.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// joblib's progress messages: 0 is silent; from 1, lines such as
+    /// `[Parallel(n_jobs=2)]: Done  40 out of 100 | elapsed:    1.2s remaining:    1.8s`,
+    /// more of them as the level rises (every batch above 10); on stderr, on stdout from 50.
+    pub fn verbose(mut self, level: u32) -> Self {
+        self.verbose = level;
+        self
+    }
+
+    /// Calls `callback` in the caller's thread on every [`Progress`] event of every call:
+    /// batches dispatched and completed, tasks failed, the call finished.
+    pub fn on_progress(mut self, callback: impl FnMut(&Progress) + Send + 'static) -> Self {
+        self.progress = Some(Arc::new(Mutex::new(callback)));
+        self
+    }
+
+    /// Shows a progress bar on the terminal (the `progress-bar` feature, with indicatif).
+    #[cfg(feature = "progress-bar")]
+    pub fn progress_bar(self) -> Self {
+        self.on_progress(crate::progress::bar())
+    }
+
+    fn plan(&self) -> Result<Plan, ConfigError> {
+        let n = effective_n_jobs(self.n_jobs, crate::cpu_count())?;
+        let batch_size = self.batch_size.validate()?;
+        let window = self.pre_dispatch.resolve(n)?;
+        // Nested calls run sequentially, as in joblib: a task of a parallel call already has
+        // its share of the CPUs.
+        let backend = if n == 1 || nesting_depth() > 0 {
+            Backend::Sequential
+        } else {
+            self.backend
+        };
+        Ok(match backend {
+            // The caller runs each batch when it needs it, so there is nothing to bound.
+            Backend::Sequential => Plan {
+                backend,
+                workers: 1,
+                window: None,
+                batch_size,
+            },
+            Backend::Threads => Plan {
+                backend,
+                workers: n,
+                window,
+                batch_size,
+            },
+        })
+    }
+
+    fn start<J, I>(&self, jobs: I) -> Result<Call<J::Output, J::Error>, ConfigError>
+    where
+        J: Job,
+        I: Iterator<Item = J> + Send + 'static,
+    {
+        let plan = self.plan()?;
+        let cancel = CancelToken::default();
+        let sizer = BatchSizer::new(plan.batch_size, plan.backend.ideal_batch_duration());
+        let feed = Feed::new(
+            Box::new(jobs),
+            plan.window,
+            sizer,
+            plan.workers,
+            cancel.clone(),
+        );
+        let shared = Arc::new(CallShared::new(
+            feed,
+            cancel,
+            self.timeout,
+            plan.workers,
+            nesting_depth(),
+        ));
+        let reporter = Reporter::new(
+            self.progress.clone(),
+            self.verbose,
+            plan.workers,
+            &plan.backend.to_string(),
+        );
+        Ok(match plan.backend {
+            Backend::Sequential => Call::inline(shared, Box::new(Here), reporter),
+            Backend::Threads => {
+                let runners = (0..plan.workers)
+                    .map(|_| Box::new(Here) as Box<dyn Runner<J>>)
+                    .collect();
+                Call::with_threads(shared, runners, reporter)
+            }
+        })
+    }
+
+    /// Runs every task and returns their values in input order (joblib's default,
+    /// `return_as="list"`). The first task to panic fails the call with
+    /// [`Error::Panicked`], naming its index; no further tasks start.
+    pub fn run<I, F, T>(&self, tasks: I) -> Result<Vec<T>, Error>
+    where
+        I: IntoIterator<Item = F>,
+        I::IntoIter: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_run(tasks.into_iter().map(infallible))
+    }
+
+    /// Runs tasks that return `Result` and returns their values in input order. The first
+    /// failure (in time) stops the call: [`Error::Task`] carries its index and the task's own
+    /// error; queued tasks are dropped, and the caller does not wait for running ones.
+    ///
+    /// ```
+    /// use joblet::{Error, Parallel};
+    ///
+    /// let r = Parallel::new().n_jobs(2).try_run((0..10).map(|i| move || {
+    ///     if i == 7 { Err(format!("bad item {i}")) } else { Ok(i) }
+    /// }));
+    /// match r {
+    ///     Err(Error::Task { index, source }) => assert_eq!((index, source.as_str()), (7, "bad item 7")),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn try_run<I, F, T, E>(&self, tasks: I) -> Result<Vec<T>, Error<E>>
+    where
+        I: IntoIterator<Item = F>,
+        I::IntoIter: Send + 'static,
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        collect_list(self.start(tasks.into_iter())?)
+    }
+
+    /// Runs every task to the end, whatever fails, and returns each one's outcome in input
+    /// order: the seed's "which items failed" pattern. The call itself still fails on a
+    /// timeout, a panicking input iterator or a bad configuration.
+    ///
+    /// ```
+    /// use joblet::{Failure, Parallel};
+    ///
+    /// let outcomes = Parallel::new().n_jobs(2).outcomes([4.0, 0.0, 2.0].map(|x: f64| move || {
+    ///     if x == 0.0 { Err("division by zero") } else { Ok(1.0 / x) }
+    /// })).unwrap();
+    /// assert_eq!(outcomes, vec![Ok(0.25), Err(Failure::Error("division by zero")), Ok(0.5)]);
+    /// ```
+    #[allow(clippy::type_complexity)]
+    pub fn outcomes<I, F, T, E>(&self, tasks: I) -> Result<Vec<Result<T, Failure<E>>>, Error<E>>
+    where
+        I: IntoIterator<Item = F>,
+        I::IntoIter: Send + 'static,
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let settled = tasks.into_iter().map(|task| {
+            move || {
+                Ok::<_, Infallible>(match catch_unwind(AssertUnwindSafe(task)) {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(Failure::Error(e)),
+                    Err(payload) => Err(Failure::Panic(panic_message(&*payload))),
+                })
+            }
+        });
+        self.run_jobs_list(settled).map_err(Error::widen)
+    }
+
+    fn run_jobs_list<J, I>(&self, jobs: I) -> Result<Vec<J::Output>, Error<J::Error>>
+    where
+        J: Job,
+        I: Iterator<Item = J> + Send + 'static,
+    {
+        collect_list(self.start(jobs)?)
+    }
+
+    /// Applies `f` to every input in parallel; values in input order.
+    ///
+    /// ```
+    /// let lens = joblet::Parallel::new().n_jobs(2).map(["a", "bb", "ccc"], str::len).unwrap();
+    /// assert_eq!(lens, vec![1, 2, 3]);
+    /// ```
+    pub fn map<I, X, F, T>(&self, inputs: I, f: F) -> Result<Vec<T>, Error>
+    where
+        I: IntoIterator<Item = X>,
+        I::IntoIter: Send + 'static,
+        X: Send + 'static,
+        F: Fn(X) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.try_map(inputs, move |x| Ok::<T, Infallible>(f(x)))
+    }
+
+    /// Applies a fallible `f` to every input in parallel; stops at the first error, like
+    /// [`try_run`](Self::try_run).
+    pub fn try_map<I, X, F, T, E>(&self, inputs: I, f: F) -> Result<Vec<T>, Error<E>>
+    where
+        I: IntoIterator<Item = X>,
+        I::IntoIter: Send + 'static,
+        X: Send + 'static,
+        F: Fn(X) -> Result<T, E> + Send + Sync + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.try_run(inputs.into_iter().map(move |x| {
+            let f = f.clone();
+            move || f(x)
+        }))
+    }
+
+    /// Starts the tasks and returns their values lazily, in input order (joblib's
+    /// `return_as="generator"`). Work starts at once; the input is pulled only as results are
+    /// taken, at most `pre_dispatch` batches ahead, so an endless input runs in bounded memory.
+    ///
+    /// ```
+    /// use joblet::Parallel;
+    ///
+    /// let mut evens = Parallel::new().n_jobs(2).iter((0u64..).map(|i| move || 2 * i)).unwrap();
+    /// assert_eq!(evens.nth(1_000).unwrap().unwrap(), 2_000);
+    /// ```
+    pub fn iter<I, F, T>(&self, tasks: I) -> Result<Ordered<T, Infallible>, Error>
+    where
+        I: IntoIterator<Item = F>,
+        I::IntoIter: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_iter(tasks.into_iter().map(infallible))
+    }
+
+    /// [`iter`](Self::iter) for tasks that return `Result`.
+    pub fn try_iter<I, F, T, E>(&self, tasks: I) -> Result<Ordered<T, E>, Error<E>>
+    where
+        I: IntoIterator<Item = F>,
+        I::IntoIter: Send + 'static,
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        Ok(Ordered::new(self.start(tasks.into_iter())?))
+    }
+
+    /// Starts the tasks and returns `(input index, value)` pairs as tasks finish (joblib's
+    /// `return_as="generator_unordered"`): a fast task is not held back by a slow one before it.
+    pub fn iter_unordered<I, F, T>(&self, tasks: I) -> Result<Unordered<T, Infallible>, Error>
+    where
+        I: IntoIterator<Item = F>,
+        I::IntoIter: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.try_iter_unordered(tasks.into_iter().map(infallible))
+    }
+
+    /// [`iter_unordered`](Self::iter_unordered) for tasks that return `Result`.
+    pub fn try_iter_unordered<I, F, T, E>(&self, tasks: I) -> Result<Unordered<T, E>, Error<E>>
+    where
+        I: IntoIterator<Item = F>,
+        I::IntoIter: Send + 'static,
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        Ok(Unordered::new(self.start(tasks.into_iter())?))
+    }
+}
+
+/// A plain task as a `Result` task that cannot fail.
+fn infallible<F: FnOnce() -> T, T>(task: F) -> impl FnOnce() -> Result<T, Infallible> {
+    move || Ok(task())
+}
+
+impl Error<Infallible> {
+    /// The same error, typed for tasks with error type `E` (it holds no task error).
+    pub(crate) fn widen<E>(self) -> Error<E> {
+        match self {
+            Error::Task { source, .. } => match source {},
+            Error::Panicked { index, message } => Error::Panicked { index, message },
+            Error::TimedOut { index, timeout } => Error::TimedOut { index, timeout },
+            Error::Input { index, message } => Error::Input { index, message },
+            Error::Config(e) => Error::Config(e),
+        }
+    }
+}

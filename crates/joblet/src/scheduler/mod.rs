@@ -1,0 +1,501 @@
+//! The scheduler: one engine for every backend. See `README.md` in this folder.
+
+pub(crate) mod batching;
+mod deliver;
+pub(crate) mod feed;
+
+pub(crate) use deliver::collect_list;
+pub use deliver::{Ordered, Unordered};
+
+use crate::context::{CancelToken, EnterWorker};
+use crate::error::{Error, Failure};
+use crate::progress::{Event, Reporter};
+use crate::task::Job;
+use feed::{Batch, Feed, Pull};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How a batch ended on its worker.
+pub(crate) enum BatchEnd<E> {
+    /// Every task succeeded.
+    Complete,
+    /// The task after the last value failed.
+    Failed(Failure<E>),
+    /// The task after the last value ran past the timeout.
+    TimedOut,
+    /// The call was stopped before the batch finished; the rest was dropped.
+    Stopped,
+}
+
+/// The results of one batch: the values of its first tasks, in order, and how it ended.
+pub(crate) struct BatchReport<T, E> {
+    pub(crate) first: usize,
+    pub(crate) values: Vec<T>,
+    pub(crate) end: BatchEnd<E>,
+}
+
+/// What workers tell the coordinator.
+pub(crate) enum Msg<T, E> {
+    Started {
+        first: usize,
+        len: usize,
+    },
+    Done(BatchReport<T, E>),
+    InputFailed {
+        index: usize,
+        message: String,
+    },
+    /// Made by the coordinator itself: task `index` is past its timeout.
+    Overdue {
+        index: usize,
+    },
+}
+
+/// Runs batches of jobs somewhere: in this thread, or in a worker process (later backends).
+/// Each runner belongs to one worker slot and runs one batch at a time.
+pub(crate) trait Runner<J: Job>: Send {
+    fn run_batch(&mut self, batch: Batch<J>, ctx: &RunContext) -> BatchReport<J::Output, J::Error>;
+}
+
+/// What a runner needs to know about the call while it runs a batch.
+pub(crate) struct RunContext {
+    pub(crate) cancel: CancelToken,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) clock: Arc<TaskClock>,
+}
+
+/// Which task a worker slot is running and since when, so that the coordinator can tell
+/// which task is overdue. Only written when the call has a timeout.
+pub(crate) struct TaskClock {
+    epoch: Instant,
+    /// The running task's index + 1; 0 when idle.
+    running: AtomicUsize,
+    started_nanos: AtomicU64,
+}
+
+impl TaskClock {
+    fn new(epoch: Instant) -> Self {
+        TaskClock {
+            epoch,
+            running: AtomicUsize::new(0),
+            started_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn start(&self, index: usize) {
+        self.running.store(0, Ordering::Release);
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.started_nanos.store(now, Ordering::Release);
+        self.running.store(index + 1, Ordering::Release);
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        Duration::from_nanos(now.saturating_sub(self.started_nanos.load(Ordering::Acquire)))
+    }
+
+    pub(crate) fn idle(&self) {
+        self.running.store(0, Ordering::Release);
+    }
+
+    /// The index of the running task, if any.
+    fn running(&self) -> Option<usize> {
+        self.running.load(Ordering::Acquire).checked_sub(1)
+    }
+}
+
+/// Runs a batch of jobs in the current thread: the runner of the sequential and thread
+/// backends. A panic stops the batch and is reported as the failure of the task that raised it.
+pub(crate) fn run_here<J: Job>(
+    batch: Batch<J>,
+    ctx: &RunContext,
+) -> BatchReport<J::Output, J::Error> {
+    let first = batch.first;
+    let mut values = Vec::with_capacity(batch.jobs.len());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for job in batch.jobs {
+            if ctx.cancel.is_cancelled() {
+                return BatchEnd::Stopped;
+            }
+            let Some(timeout) = ctx.timeout else {
+                match job.run() {
+                    Ok(v) => values.push(v),
+                    Err(e) => return BatchEnd::Failed(Failure::Error(e)),
+                }
+                continue;
+            };
+            ctx.clock.start(first + values.len());
+            let result = job.run();
+            // A task that overran its timeout fails the call even if nobody saw it in time
+            // (the sequential backend has no one watching).
+            if ctx.clock.elapsed() > timeout {
+                return BatchEnd::TimedOut;
+            }
+            match result {
+                Ok(v) => values.push(v),
+                Err(e) => return BatchEnd::Failed(Failure::Error(e)),
+            }
+        }
+        BatchEnd::Complete
+    }));
+    ctx.clock.idle();
+    let end = outcome.unwrap_or_else(|payload| {
+        BatchEnd::Failed(Failure::Panic(crate::error::panic_message(&*payload)))
+    });
+    BatchReport { first, values, end }
+}
+
+/// What the call's workers share.
+pub(crate) struct CallShared<J: Job> {
+    pub(crate) feed: Feed<J>,
+    pub(crate) cancel: CancelToken,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) clocks: Vec<Arc<TaskClock>>,
+    /// Nesting depth of the caller; workers run at `depth + 1`.
+    pub(crate) depth: usize,
+}
+
+impl<J: Job> CallShared<J> {
+    pub(crate) fn new(
+        feed: Feed<J>,
+        cancel: CancelToken,
+        timeout: Option<Duration>,
+        slots: usize,
+        depth: usize,
+    ) -> Self {
+        let epoch = Instant::now();
+        let clocks = (0..slots.max(1))
+            .map(|_| Arc::new(TaskClock::new(epoch)))
+            .collect();
+        CallShared {
+            feed,
+            cancel,
+            timeout,
+            clocks,
+            depth,
+        }
+    }
+
+    fn context(&self, slot: usize) -> RunContext {
+        RunContext {
+            cancel: self.cancel.clone(),
+            timeout: self.timeout,
+            clock: self.clocks[slot].clone(),
+        }
+    }
+}
+
+/// One step of a worker slot: take a batch, run it, report it through `emit`. Returns `false`
+/// when there is nothing more to do (input exhausted, call stopped, or nobody listening).
+/// `last` carries the size and duration of the slot's previous batch, for automatic sizing.
+pub(crate) fn step<J: Job>(
+    shared: &CallShared<J>,
+    ctx: &RunContext,
+    runner: &mut dyn Runner<J>,
+    last: &mut Option<(usize, Duration)>,
+    emit: &mut dyn FnMut(Msg<J::Output, J::Error>) -> bool,
+) -> bool {
+    match shared.feed.next_batch(last.take()) {
+        Pull::Batch(batch) => {
+            let (first, len) = (batch.first, batch.jobs.len());
+            if !emit(Msg::Started { first, len }) {
+                return false;
+            }
+            let started = Instant::now();
+            let report = runner.run_batch(batch, ctx);
+            *last = Some((len, started.elapsed()));
+            emit(Msg::Done(report))
+        }
+        Pull::Done | Pull::Stopped => false,
+        Pull::InputPanicked { index, message } => {
+            emit(Msg::InputFailed { index, message });
+            false
+        }
+    }
+}
+
+/// The loop of one worker thread.
+fn work<J: Job>(
+    shared: &CallShared<J>,
+    slot: usize,
+    runner: &mut dyn Runner<J>,
+    tx: &Sender<Msg<J::Output, J::Error>>,
+) {
+    let _worker = EnterWorker::new(shared.depth, shared.cancel.clone());
+    let ctx = shared.context(slot);
+    let mut last = None;
+    while step(shared, &ctx, runner, &mut last, &mut |m| tx.send(m).is_ok()) {}
+}
+
+/// Where the coordinator gets its messages from.
+enum Source<T, E> {
+    /// Worker threads; the channel disconnects when the last one has exited.
+    Workers {
+        rx: Receiver<Msg<T, E>>,
+        threads: Vec<JoinHandle<()>>,
+    },
+    /// No workers: the coordinator runs one batch itself whenever it needs a result.
+    Inline {
+        step: Box<dyn FnMut(&mut VecDeque<Msg<T, E>>) -> bool + Send>,
+        queue: VecDeque<Msg<T, E>>,
+    },
+}
+
+/// The parts of a call the coordinator needs, without naming the job type.
+pub(crate) trait Control: Send + Sync {
+    fn release(&self, batches: usize);
+    fn stop(&self);
+    fn total(&self) -> Option<usize>;
+    /// `Err(index)` of a task running for longer than `timeout`, else `Ok(wait)`: how long
+    /// until the next running task could become overdue.
+    fn overdue(&self, timeout: Duration) -> Result<Duration, usize>;
+}
+
+impl<J: Job> Control for CallShared<J> {
+    fn release(&self, batches: usize) {
+        self.feed.release(batches);
+    }
+
+    fn stop(&self) {
+        self.feed.stop();
+    }
+
+    fn total(&self) -> Option<usize> {
+        self.feed.total()
+    }
+
+    fn overdue(&self, timeout: Duration) -> Result<Duration, usize> {
+        let mut wait = timeout;
+        for clock in &self.clocks {
+            if let Some(index) = clock.running() {
+                let ran = clock.elapsed();
+                if ran > timeout {
+                    return Err(index);
+                }
+                wait = wait.min(timeout - ran);
+            }
+        }
+        Ok(wait)
+    }
+}
+
+/// One running call, seen from the caller: receives batch reports, turns failures into the
+/// call's error, stops everything on the first one, and reports progress.
+pub(crate) struct Call<T, E> {
+    control: Arc<dyn Control>,
+    source: Source<T, E>,
+    timeout: Option<Duration>,
+    reporter: Reporter,
+    finished: bool,
+}
+
+/// Successful results of consecutive tasks, starting at `first`.
+pub(crate) struct Values<T> {
+    pub(crate) first: usize,
+    pub(crate) values: Vec<T>,
+}
+
+impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
+    /// Starts `runners.len()` worker threads on `shared`.
+    pub(crate) fn with_threads<J>(
+        shared: Arc<CallShared<J>>,
+        runners: Vec<Box<dyn Runner<J>>>,
+        reporter: Reporter,
+    ) -> Self
+    where
+        J: Job<Output = T, Error = E>,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::with_capacity(runners.len());
+        for (slot, mut runner) in runners.into_iter().enumerate() {
+            let shared = shared.clone();
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("joblet-worker-{slot}"))
+                .spawn(move || work(&shared, slot, &mut *runner, &tx));
+            // A thread that cannot be started leaves its share to the others; with none at
+            // all, the caller's thread does the work.
+            if let Ok(handle) = spawned {
+                threads.push(handle);
+            }
+        }
+        drop(tx);
+        if threads.is_empty() {
+            return Self::inline(shared, Box::new(crate::backend::Here), reporter);
+        }
+        let timeout = shared.timeout;
+        Call {
+            control: shared,
+            source: Source::Workers { rx, threads },
+            timeout,
+            reporter,
+            finished: false,
+        }
+    }
+
+    /// Runs the call in the caller's thread, one batch at a time, as results are needed.
+    /// `shared` must have an unbounded window: nobody else would free a slot.
+    pub(crate) fn inline<J>(
+        shared: Arc<CallShared<J>>,
+        mut runner: Box<dyn Runner<J>>,
+        reporter: Reporter,
+    ) -> Self
+    where
+        J: Job<Output = T, Error = E>,
+    {
+        let worker = shared.clone();
+        let ctx = shared.context(0);
+        let mut last = None;
+        let step = Box::new(move |queue: &mut VecDeque<Msg<T, E>>| {
+            let _worker = EnterWorker::new(worker.depth, worker.cancel.clone());
+            step(&worker, &ctx, &mut *runner, &mut last, &mut |m| {
+                queue.push_back(m);
+                true
+            });
+            !queue.is_empty()
+        });
+        let timeout = shared.timeout;
+        Call {
+            control: shared,
+            source: Source::Inline {
+                step,
+                queue: VecDeque::new(),
+            },
+            timeout,
+            reporter,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn release(&self, batches: usize) {
+        self.control.release(batches);
+    }
+
+    fn next_msg(&mut self) -> Option<Msg<T, E>> {
+        match &mut self.source {
+            Source::Inline { step, queue } => {
+                if queue.is_empty() && !step(queue) {
+                    return None;
+                }
+                queue.pop_front()
+            }
+            Source::Workers { rx, .. } => {
+                let Some(timeout) = self.timeout else {
+                    return rx.recv().ok();
+                };
+                loop {
+                    let wait = match self.control.overdue(timeout) {
+                        Ok(wait) => wait,
+                        Err(index) => return Some(Msg::Overdue { index }),
+                    };
+                    // A millisecond of slack so that a wake-up lands after the deadline.
+                    match rx.recv_timeout(wait + Duration::from_millis(1)) {
+                        Ok(msg) => return Some(msg),
+                        Err(RecvTimeoutError::Disconnected) => return None,
+                        Err(RecvTimeoutError::Timeout) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next batch of successful results, in completion order; `None` once every task has
+    /// been reported; `Some(Err)` once, on the first failure, after which the call is stopped.
+    pub(crate) fn next_values(&mut self) -> Option<Result<Values<T>, Error<E>>> {
+        while !self.finished {
+            let Some(msg) = self.next_msg() else {
+                self.finish();
+                return None;
+            };
+            match msg {
+                Msg::Started { first, len } => {
+                    if !self.reporter.is_silent() {
+                        let total = self.control.total();
+                        self.reporter
+                            .report(Event::Dispatched { first, count: len }, total);
+                    }
+                }
+                Msg::InputFailed { index, message } => {
+                    return Some(Err(self.fail(Error::Input { index, message })));
+                }
+                Msg::Overdue { index } => {
+                    let timeout = self.timeout.unwrap_or_default();
+                    return Some(Err(self.fail(Error::TimedOut { index, timeout })));
+                }
+                Msg::Done(report) => {
+                    let BatchReport { first, values, end } = report;
+                    let failed_at = first + values.len();
+                    match end {
+                        BatchEnd::Complete => {
+                            if !self.reporter.is_silent() {
+                                let total = self.control.total();
+                                self.reporter.report(
+                                    Event::Completed {
+                                        first,
+                                        count: values.len(),
+                                    },
+                                    total,
+                                );
+                            }
+                            return Some(Ok(Values { first, values }));
+                        }
+                        BatchEnd::Failed(failure) => {
+                            return Some(Err(self.fail(Error::from_failure(failed_at, failure))));
+                        }
+                        BatchEnd::TimedOut => {
+                            let timeout = self.timeout.unwrap_or_default();
+                            return Some(Err(self.fail(Error::TimedOut {
+                                index: failed_at,
+                                timeout,
+                            })));
+                        }
+                        // Only sent after a stop, which already ended the call.
+                        BatchEnd::Stopped => {}
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn fail(&mut self, error: Error<E>) -> Error<E> {
+        self.control.stop();
+        if let Some(index) = error.index() {
+            let total = self.control.total();
+            self.reporter.report(Event::Failed { index }, total);
+        }
+        self.finished = true;
+        self.reporter.report(Event::Finished, self.control.total());
+        // Running tasks are left to finish on their own: the caller does not wait for them.
+        if let Source::Workers { threads, .. } = &mut self.source {
+            threads.clear();
+        }
+        error
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        if let Source::Workers { threads, .. } = &mut self.source {
+            for t in threads.drain(..) {
+                // The workers have all returned (the channel is disconnected); joining only
+                // waits for their thread-local destructors.
+                let _ = t.join();
+            }
+        }
+        self.reporter.report(Event::Finished, self.control.total());
+    }
+}
+
+impl<T, E> Drop for Call<T, E> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The caller gave up on the results (a dropped iterator): stop dispatching and
+            // ask running tasks to stop.
+            self.control.stop();
+        }
+    }
+}
