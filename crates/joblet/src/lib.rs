@@ -48,3 +48,8 @@ pub use parallel::Parallel;
 pub use progress::{Event, Progress};
 pub use scheduler::{Ordered, Unordered};
 pub use task::{delayed, Args, Job};
+
+/// The README's Rust example runs as a doctest, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

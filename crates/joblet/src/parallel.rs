@@ -38,7 +38,9 @@ use std::time::Duration;
 ///
 /// Tasks must be `Send + 'static`: a call that fails returns at once, while its running tasks
 /// finish on worker threads, so tasks cannot borrow from the caller's stack. Move owned data in
-/// (or an `Arc` of it). A `Parallel` can be reused for many calls.
+/// (or an `Arc` of it). The input iterator of [`run`](Self::run) and the other methods that
+/// return a `Vec` may borrow (`data.iter().map(..)`); the lazy iterators need an owned input,
+/// since they outlive the call that made them. A `Parallel` can be reused for many calls.
 #[derive(Clone, Default)]
 pub struct Parallel {
     n_jobs: Option<i64>,
@@ -167,21 +169,17 @@ impl Parallel {
         })
     }
 
-    fn start<J, I>(&self, jobs: I) -> Result<Call<J::Output, J::Error>, ConfigError>
+    fn start<J>(
+        &self,
+        jobs: Box<dyn Iterator<Item = J> + Send>,
+    ) -> Result<Call<J::Output, J::Error>, ConfigError>
     where
         J: Job,
-        I: Iterator<Item = J> + Send + 'static,
     {
         let plan = self.plan()?;
         let cancel = CancelToken::default();
         let sizer = BatchSizer::new(plan.batch_size, plan.backend.ideal_batch_duration());
-        let feed = Feed::new(
-            Box::new(jobs),
-            plan.window,
-            sizer,
-            plan.workers,
-            cancel.clone(),
-        );
+        let feed = Feed::new(jobs, plan.window, sizer, plan.workers, cancel.clone());
         let shared = Arc::new(CallShared::new(
             feed,
             cancel,
@@ -206,13 +204,37 @@ impl Parallel {
         })
     }
 
+    /// Runs a call to the end and returns its values in input order. The input iterator may
+    /// borrow from the caller: it never outlives this function.
+    fn run_list<'a, J, I>(&self, jobs: I) -> Result<Vec<J::Output>, Error<J::Error>>
+    where
+        J: Job,
+        I: Iterator<Item = J> + Send + 'a,
+    {
+        let jobs: Box<dyn Iterator<Item = J> + Send + 'a> = Box::new(jobs);
+        // SAFETY: the box only claims 'static so that worker threads can hold the feed.
+        // 1. Workers use the iterator only inside `Feed::next_batch`, under the feed's lock.
+        // 2. `_detach` is dropped before this function returns or unwinds; its drop takes the
+        //    iterator out of the feed under that lock and drops it, so after that no worker
+        //    can reach it, and it is gone before anything it borrows ('a) can end.
+        // 3. If `start` fails, it drops the box before returning.
+        // 4. The guard lives on this stack frame, out of the caller's reach: it cannot be
+        //    leaked with `mem::forget` (which is why the lazy iterators keep 'static).
+        // The jobs it yields are 'static by the `Job` bound, so they may outlive the call.
+        let jobs: Box<dyn Iterator<Item = J> + Send + 'static> =
+            unsafe { std::mem::transmute(jobs) };
+        let call = self.start(jobs)?;
+        let _detach = call.input_guard();
+        collect_list(call)
+    }
+
     /// Runs every task and returns their values in input order (joblib's default,
     /// `return_as="list"`). The first task to panic fails the call with
     /// [`Error::Panicked`], naming its index; no further tasks start.
     pub fn run<I, F, T>(&self, tasks: I) -> Result<Vec<T>, Error>
     where
         I: IntoIterator<Item = F>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send,
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
@@ -237,12 +259,12 @@ impl Parallel {
     pub fn try_run<I, F, T, E>(&self, tasks: I) -> Result<Vec<T>, Error<E>>
     where
         I: IntoIterator<Item = F>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send,
         F: FnOnce() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
-        collect_list(self.start(tasks.into_iter())?)
+        self.run_list(tasks.into_iter())
     }
 
     /// Runs every task to the end, whatever fails, and returns each one's outcome in input
@@ -261,7 +283,7 @@ impl Parallel {
     pub fn outcomes<I, F, T, E>(&self, tasks: I) -> Result<Vec<Result<T, Failure<E>>>, Error<E>>
     where
         I: IntoIterator<Item = F>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send,
         F: FnOnce() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
@@ -275,15 +297,7 @@ impl Parallel {
                 })
             }
         });
-        self.run_jobs_list(settled).map_err(Error::widen)
-    }
-
-    fn run_jobs_list<J, I>(&self, jobs: I) -> Result<Vec<J::Output>, Error<J::Error>>
-    where
-        J: Job,
-        I: Iterator<Item = J> + Send + 'static,
-    {
-        collect_list(self.start(jobs)?)
+        self.run_list(settled).map_err(Error::widen)
     }
 
     /// Applies `f` to every input in parallel; values in input order.
@@ -295,7 +309,7 @@ impl Parallel {
     pub fn map<I, X, F, T>(&self, inputs: I, f: F) -> Result<Vec<T>, Error>
     where
         I: IntoIterator<Item = X>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send,
         X: Send + 'static,
         F: Fn(X) -> T + Send + Sync + 'static,
         T: Send + 'static,
@@ -308,7 +322,7 @@ impl Parallel {
     pub fn try_map<I, X, F, T, E>(&self, inputs: I, f: F) -> Result<Vec<T>, Error<E>>
     where
         I: IntoIterator<Item = X>,
-        I::IntoIter: Send + 'static,
+        I::IntoIter: Send,
         X: Send + 'static,
         F: Fn(X) -> Result<T, E> + Send + Sync + 'static,
         T: Send + 'static,
@@ -350,7 +364,7 @@ impl Parallel {
         T: Send + 'static,
         E: Send + 'static,
     {
-        Ok(Ordered::new(self.start(tasks.into_iter())?))
+        Ok(Ordered::new(self.start(Box::new(tasks.into_iter()))?))
     }
 
     /// Starts the tasks and returns `(input index, value)` pairs as tasks finish (joblib's
@@ -374,7 +388,7 @@ impl Parallel {
         T: Send + 'static,
         E: Send + 'static,
     {
-        Ok(Unordered::new(self.start(tasks.into_iter())?))
+        Ok(Unordered::new(self.start(Box::new(tasks.into_iter()))?))
     }
 }
 

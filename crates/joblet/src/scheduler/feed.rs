@@ -44,7 +44,8 @@ pub(crate) struct Feed<J> {
 }
 
 struct FeedState<J> {
-    input: Box<dyn Iterator<Item = J> + Send>,
+    /// `None` once detached by the caller (see [`Feed::detach_input`]).
+    input: Option<Box<dyn Iterator<Item = J> + Send>>,
     /// Index of the next item the iterator will produce.
     next_index: usize,
     /// Items pulled from the iterator but not dispatched yet; they end at `next_index`.
@@ -68,7 +69,7 @@ impl<J: Send> Feed<J> {
     ) -> Self {
         Feed {
             state: Mutex::new(FeedState {
-                input,
+                input: Some(input),
                 next_index: 0,
                 lookahead: VecDeque::new(),
                 input_done: false,
@@ -146,6 +147,16 @@ impl<J: Send> Feed<J> {
         self.room.notify_all();
     }
 
+    /// Takes the input iterator away from the workers and drops it. After this returns, no
+    /// worker touches the iterator again: it is only used under the lock, and is gone.
+    pub(crate) fn detach_input(&self) {
+        let mut st = self.lock();
+        let input = st.input.take();
+        st.input_done = true;
+        drop(st);
+        drop(input);
+    }
+
     /// Stops the call: cancels running tasks cooperatively and wakes waiting workers.
     pub(crate) fn stop(&self) {
         // Taking the lock orders the flag before any waiter's check, so none sleeps through it.
@@ -185,7 +196,10 @@ impl<J> FeedState<J> {
     }
 
     fn pull_into_lookahead(&mut self, want: usize) -> Result<(), (usize, String)> {
-        let input = &mut self.input;
+        let Some(input) = self.input.as_mut() else {
+            self.input_done = true;
+            return Ok(());
+        };
         let lookahead = &mut self.lookahead;
         let done = &mut self.input_done;
         let before = lookahead.len();

@@ -231,6 +231,9 @@ fn work<J: Job>(
     while step(shared, &ctx, runner, &mut last, &mut |m| tx.send(m).is_ok()) {}
 }
 
+/// Runs one batch in the caller's thread, queueing its messages; `false` when none was left.
+type InlineStep<T, E> = Box<dyn FnMut(&mut VecDeque<Msg<T, E>>) -> bool + Send>;
+
 /// Where the coordinator gets its messages from.
 enum Source<T, E> {
     /// Worker threads; the channel disconnects when the last one has exited.
@@ -240,7 +243,7 @@ enum Source<T, E> {
     },
     /// No workers: the coordinator runs one batch itself whenever it needs a result.
     Inline {
-        step: Box<dyn FnMut(&mut VecDeque<Msg<T, E>>) -> bool + Send>,
+        step: InlineStep<T, E>,
         queue: VecDeque<Msg<T, E>>,
     },
 }
@@ -248,6 +251,7 @@ enum Source<T, E> {
 /// The parts of a call the coordinator needs, without naming the job type.
 pub(crate) trait Control: Send + Sync {
     fn release(&self, batches: usize);
+    fn detach_input(&self);
     fn stop(&self);
     fn total(&self) -> Option<usize>;
     /// `Err(index)` of a task running for longer than `timeout`, else `Ok(wait)`: how long
@@ -262,6 +266,10 @@ impl<J: Job> Control for CallShared<J> {
 
     fn stop(&self) {
         self.feed.stop();
+    }
+
+    fn detach_input(&self) {
+        self.feed.detach_input();
     }
 
     fn total(&self) -> Option<usize> {
@@ -291,6 +299,15 @@ pub(crate) struct Call<T, E> {
     timeout: Option<Duration>,
     reporter: Reporter,
     finished: bool,
+}
+
+/// Drops the call's input iterator, under the feed lock, when it goes out of scope.
+pub(crate) struct InputGuard(Arc<dyn Control>);
+
+impl Drop for InputGuard {
+    fn drop(&mut self) {
+        self.0.detach_input();
+    }
 }
 
 /// Successful results of consecutive tasks, starting at `first`.
@@ -373,6 +390,11 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
 
     pub(crate) fn release(&self, batches: usize) {
         self.control.release(batches);
+    }
+
+    /// A guard that takes the input iterator away from the workers when it is dropped.
+    pub(crate) fn input_guard(&self) -> InputGuard {
+        InputGuard(self.control.clone())
     }
 
     fn next_msg(&mut self) -> Option<Msg<T, E>> {
