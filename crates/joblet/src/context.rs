@@ -54,8 +54,10 @@ impl Drop for EnterWorker {
     }
 }
 
-/// How many `Parallel` calls enclose the current code: 0 in ordinary code, 1 inside a task of
-/// a top-level call, and so on. Calls made at depth 1 or more run sequentially.
+/// How many parallel calls enclose the current code: 0 in ordinary code, 1 inside a task that
+/// a worker of a top-level call runs, and so on. Calls made at depth 1 or more run
+/// sequentially. A call that runs sequentially in the caller's thread (one worker, or the
+/// sequential backend) does not add a level, as in joblib.
 pub fn nesting_depth() -> usize {
     CONTEXT.with(|c| c.borrow().depth)
 }

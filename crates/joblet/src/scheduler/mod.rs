@@ -368,7 +368,8 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
         let ctx = shared.context(0);
         let mut last = None;
         let step = Box::new(move |queue: &mut VecDeque<Msg<T, E>>| {
-            let _worker = EnterWorker::new(worker.depth, worker.cancel.clone());
+            // No worker context: as in joblib, running in the caller's thread does not count as
+            // a level of nesting, and the tasks keep the caller's own cancellation (if any).
             step(&worker, &ctx, &mut *runner, &mut last, &mut |m| {
                 queue.push_back(m);
                 true
