@@ -6,7 +6,7 @@ use crate::context::{nesting_depth, CancelToken};
 use crate::error::{panic_message, ConfigError, Error, Failure};
 use crate::progress::{Callback, Progress, Reporter};
 use crate::scheduler::batching::BatchSizer;
-use crate::scheduler::feed::Feed;
+use crate::scheduler::feed::{Feed, Input};
 use crate::scheduler::{collect_list, Call, CallShared, Ordered, Runner, Unordered};
 use crate::task::Job;
 use std::convert::Infallible;
@@ -169,30 +169,32 @@ impl Parallel {
         })
     }
 
-    fn start<J>(
-        &self,
-        jobs: Box<dyn Iterator<Item = J> + Send>,
-    ) -> Result<Call<J::Output, J::Error>, ConfigError>
+    fn start<J>(&self, jobs: Box<dyn Input<J>>) -> Result<Call<J::Output, J::Error>, ConfigError>
     where
         J: Job,
     {
-        let plan = self.plan()?;
+        let mut plan = self.plan()?;
+        // No more workers than tasks, when the input knows its length.
+        plan.workers = plan
+            .workers
+            .min(jobs.left_at_most().unwrap_or(usize::MAX).max(1));
         let cancel = CancelToken::default();
         let sizer = BatchSizer::new(plan.batch_size, plan.backend.ideal_batch_duration());
         let feed = Feed::new(jobs, plan.window, sizer, plan.workers, cancel.clone());
-        let shared = Arc::new(CallShared::new(
-            feed,
-            cancel,
-            self.timeout,
-            plan.workers,
-            nesting_depth(),
-        ));
         let reporter = Reporter::new(
             self.progress.clone(),
             self.verbose,
             plan.workers,
             &plan.backend.to_string(),
         );
+        let shared = Arc::new(CallShared::new(
+            feed,
+            cancel,
+            self.timeout,
+            plan.workers,
+            nesting_depth(),
+            !reporter.is_silent(),
+        ));
         Ok(match plan.backend {
             Backend::Sequential => Call::inline(shared, Box::new(Here), reporter),
             Backend::Threads => {
@@ -211,7 +213,8 @@ impl Parallel {
         J: Job,
         I: Iterator<Item = J> + Send + 'a,
     {
-        let jobs: Box<dyn Iterator<Item = J> + Send + 'a> = Box::new(jobs);
+        let capacity = jobs.size_hint().0;
+        let jobs: Box<dyn Input<J> + 'a> = Box::new(jobs);
         // SAFETY: the box only claims 'static so that worker threads can hold the feed.
         // 1. Workers use the iterator only inside `Feed::next_batch`, under the feed's lock.
         // 2. `_detach` is dropped before this function returns or unwinds; its drop takes the
@@ -221,11 +224,10 @@ impl Parallel {
         // 4. The guard lives on this stack frame, out of the caller's reach: it cannot be
         //    leaked with `mem::forget` (which is why the lazy iterators keep 'static).
         // The jobs it yields are 'static by the `Job` bound, so they may outlive the call.
-        let jobs: Box<dyn Iterator<Item = J> + Send + 'static> =
-            unsafe { std::mem::transmute(jobs) };
+        let jobs: Box<dyn Input<J> + 'static> = unsafe { std::mem::transmute(jobs) };
         let call = self.start(jobs)?;
         let _detach = call.input_guard();
-        collect_list(call)
+        collect_list(call, capacity)
     }
 
     /// Runs every task and returns their values in input order (joblib's default,

@@ -9,12 +9,12 @@
 use crate::scheduler::batching::IdealDuration;
 use std::time::Duration;
 
-/// A hand-off between threads costs a few microseconds (a lock, a channel message, a wake-up).
-/// Batches of 2-20 ms make that negligible, and are short enough that the last batches of a
-/// call still spread over the workers; joblib's 0.2-2 s suit process pools, whose per-batch
-/// cost is a thousand times higher, and would leave one core idle for seconds at the end of a
-/// call on a small machine.
+/// A hand-off between threads costs a few microseconds (a lock, a channel message, a wake-up
+/// of the caller). Batches of 1-10 ms make that about 1%, and are short enough that the last
+/// batches of a call still spread over the workers; joblib's 0.2-2 s suit process pools, whose
+/// per-batch cost is a thousand times higher, and would leave one core idle for a long time at
+/// the end of a call on a small machine.
 pub(super) const IDEAL_BATCH: IdealDuration = IdealDuration {
-    min: Duration::from_millis(2),
-    max: Duration::from_millis(20),
+    min: Duration::from_millis(1),
+    max: Duration::from_millis(10),
 };

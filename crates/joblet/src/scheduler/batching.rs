@@ -4,6 +4,11 @@
 use crate::config::BatchSize;
 use std::time::Duration;
 
+/// The most tasks in one batch. Past this, bigger batches save nothing (the per-batch cost is
+/// already spread over 64 Ki tasks) but their buffers fall out of the CPU caches and raise the
+/// memory that a lazily consumed call holds.
+pub(crate) const MAX_BATCH: usize = 1 << 16;
+
 /// The batch durations a backend aims for: long enough that its per-batch cost (a channel
 /// message, a pipe round trip) vanishes, short enough that the last batches balance across
 /// workers and progress stays fresh.
@@ -72,12 +77,13 @@ impl BatchSizer {
             }
         };
         let next = if smoothed < min {
-            scaled(2.0 * min).min(self.size.saturating_mul(2)).max(1)
+            scaled(2.0 * min).min(self.size.saturating_mul(2))
         } else if smoothed > max && self.size >= 2 {
-            scaled(2.0 * min).max(1)
+            scaled(2.0 * min)
         } else {
             self.size
         };
+        let next = next.clamp(1, MAX_BATCH);
         if next != self.size {
             self.size = next;
             self.smoothed = None;

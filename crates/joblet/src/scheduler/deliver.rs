@@ -5,11 +5,13 @@ use super::{Call, Values};
 use crate::error::Error;
 use std::collections::BTreeMap;
 
-/// Waits for every result and returns them in input order.
+/// Waits for every result and returns them in input order. `capacity`: the number of
+/// results expected (the input's lower size hint), to allocate the output once.
 pub(crate) fn collect_list<T: Send + 'static, E: Send + 'static>(
     mut call: Call<T, E>,
+    capacity: usize,
 ) -> Result<Vec<T>, Error<E>> {
-    let mut out: Vec<T> = Vec::new();
+    let mut out: Vec<T> = Vec::with_capacity(capacity);
     // Batches cover consecutive indices, so a batch can join `out` once every earlier one has.
     let mut early: BTreeMap<usize, Vec<T>> = BTreeMap::new();
     while let Some(next) = call.next_values() {
@@ -17,7 +19,7 @@ pub(crate) fn collect_list<T: Send + 'static, E: Send + 'static>(
         // The list keeps everything anyway: free the window slot at once.
         call.release(1);
         if first == out.len() {
-            if out.is_empty() {
+            if out.capacity() == 0 {
                 out = values;
             } else {
                 out.extend(values);

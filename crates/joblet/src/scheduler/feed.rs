@@ -6,7 +6,6 @@
 use super::batching::BatchSizer;
 use crate::context::CancelToken;
 use crate::error::panic_message;
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -32,62 +31,90 @@ pub(crate) enum Pull<J> {
     },
 }
 
+/// The input iterator, seen through one virtual call per batch: `pull` is monomorphized for
+/// the concrete iterator, so taking a batch of tiny tasks is a tight loop, not a virtual call
+/// per item.
+pub(crate) trait Input<J>: Send {
+    /// Appends up to `n` items to `out`.
+    fn pull(&mut self, out: &mut Vec<J>, n: usize);
+    /// An upper bound on the items left, if the iterator knows one.
+    fn left_at_most(&self) -> Option<usize>;
+}
+
+impl<J, I: Iterator<Item = J> + Send> Input<J> for I {
+    fn pull(&mut self, out: &mut Vec<J>, n: usize) {
+        out.extend(self.by_ref().take(n));
+    }
+
+    fn left_at_most(&self) -> Option<usize> {
+        self.size_hint().1
+    }
+}
+
 const UNKNOWN: usize = usize::MAX;
 
+/// Two locks, so that a worker blocked in the input iterator's `next` (a channel, a socket)
+/// never keeps the caller from freeing window slots: `window` is only ever held briefly.
 pub(crate) struct Feed<J> {
-    state: Mutex<FeedState<J>>,
-    /// Signalled when a window slot frees up or the call stops.
+    input: Mutex<FeedState<J>>,
+    window: Mutex<Window>,
+    /// Signalled when a window slot frees up, the input ends, or the call stops.
     room: Condvar,
     cancel: CancelToken,
     /// The number of input items, once the iterator has ended (`UNKNOWN` before).
     total: AtomicUsize,
 }
 
-struct FeedState<J> {
-    /// `None` once detached by the caller (see [`Feed::detach_input`]).
-    input: Option<Box<dyn Iterator<Item = J> + Send>>,
-    /// Index of the next item the iterator will produce.
-    next_index: usize,
-    /// Items pulled from the iterator but not dispatched yet; they end at `next_index`.
-    lookahead: VecDeque<J>,
-    input_done: bool,
+struct Window {
     /// Batches dispatched and not yet released by the consumer.
     in_flight: usize,
     /// `None`: no bound on `in_flight`.
-    window: Option<usize>,
+    limit: Option<usize>,
+    /// The input has ended: nothing more will be dispatched.
+    input_done: bool,
+}
+
+struct FeedState<J> {
+    /// `None` once detached by the caller (see [`Feed::detach_input`]).
+    input: Option<Box<dyn Input<J>>>,
+    /// Index of the next item the iterator will produce.
+    next_index: usize,
+    input_done: bool,
     sizer: BatchSizer,
     workers: usize,
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // User code under these locks (the input iterator) runs inside catch_unwind, so poisoning
+    // could only come from a bug in the feed itself; the state is still fit to stop.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl<J: Send> Feed<J> {
     pub(crate) fn new(
-        input: Box<dyn Iterator<Item = J> + Send>,
+        input: Box<dyn Input<J>>,
         window: Option<usize>,
         sizer: BatchSizer,
         workers: usize,
         cancel: CancelToken,
     ) -> Self {
         Feed {
-            state: Mutex::new(FeedState {
+            input: Mutex::new(FeedState {
                 input: Some(input),
                 next_index: 0,
-                lookahead: VecDeque::new(),
                 input_done: false,
-                in_flight: 0,
-                window,
                 sizer,
                 workers: workers.max(1),
+            }),
+            window: Mutex::new(Window {
+                in_flight: 0,
+                limit: window,
+                input_done: false,
             }),
             room: Condvar::new(),
             cancel,
             total: AtomicUsize::new(UNKNOWN),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, FeedState<J>> {
-        // Nothing user-supplied runs under this lock without catch_unwind, so poisoning can
-        // only come from a bug in the feed itself; the state is still consistent enough to stop.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The number of input items, known once the input iterator has ended.
@@ -101,39 +128,69 @@ impl<J: Send> Feed<J> {
     /// Takes the next batch, waiting while the window is full. `finished` reports the size and
     /// duration of the batch this worker ran last, for automatic batch sizing.
     pub(crate) fn next_batch(&self, finished: Option<(usize, Duration)>) -> Pull<J> {
-        let mut st = self.lock();
+        // First a window slot, then the input: a full window never blocks the input's lock.
+        {
+            let mut w = lock(&self.window);
+            loop {
+                if self.cancel.is_cancelled() {
+                    return Pull::Stopped;
+                }
+                if w.input_done {
+                    return Pull::Done;
+                }
+                if w.limit.is_none_or(|limit| w.in_flight < limit) {
+                    w.in_flight += 1;
+                    break;
+                }
+                w = self.room.wait(w).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        let mut st = lock(&self.input);
         if let Some((size, took)) = finished {
             st.sizer.record(size, took);
         }
-        loop {
-            if self.cancel.is_cancelled() {
-                return Pull::Stopped;
-            }
-            if st.input_done && st.lookahead.is_empty() {
-                return Pull::Done;
-            }
-            match st.window {
-                Some(w) if st.in_flight >= w => {
-                    st = self.room.wait(st).unwrap_or_else(|e| e.into_inner());
-                }
-                _ => break,
-            }
+        let pulled = if self.cancel.is_cancelled() {
+            Ok(Batch {
+                first: st.next_index,
+                jobs: Vec::new(),
+            })
+        } else {
+            st.take_batch()
+        };
+        if st.input_done {
+            self.total.store(st.next_index, Ordering::Release);
         }
-        let pulled = st.take_batch();
+        let input_done = st.input_done;
+        drop(st);
         match pulled {
-            Ok(batch) if batch.jobs.is_empty() => {
-                self.total.store(st.next_index, Ordering::Release);
-                Pull::Done
-            }
-            Ok(batch) => {
-                st.in_flight += 1;
-                if st.input_done {
-                    self.total.store(st.next_index, Ordering::Release);
+            Ok(batch) if !batch.jobs.is_empty() => {
+                if input_done {
+                    self.end_of_input(0);
                 }
                 Pull::Batch(batch)
             }
-            Err((index, message)) => Pull::InputPanicked { index, message },
+            Ok(_) => {
+                self.end_of_input(1);
+                if self.cancel.is_cancelled() {
+                    Pull::Stopped
+                } else {
+                    Pull::Done
+                }
+            }
+            Err((index, message)) => {
+                self.end_of_input(1);
+                Pull::InputPanicked { index, message }
+            }
         }
+    }
+
+    /// Records that the input has ended, gives back `unused` slots, and wakes every waiter.
+    fn end_of_input(&self, unused: usize) {
+        let mut w = lock(&self.window);
+        w.input_done = true;
+        w.in_flight -= unused;
+        drop(w);
+        self.room.notify_all();
     }
 
     /// The consumer has taken the results of `batches` batches: let more be dispatched.
@@ -141,16 +198,17 @@ impl<J: Send> Feed<J> {
         if batches == 0 {
             return;
         }
-        let mut st = self.lock();
-        st.in_flight = st.in_flight.saturating_sub(batches);
-        drop(st);
+        let mut w = lock(&self.window);
+        w.in_flight = w.in_flight.saturating_sub(batches);
+        drop(w);
         self.room.notify_all();
     }
 
     /// Takes the input iterator away from the workers and drops it. After this returns, no
-    /// worker touches the iterator again: it is only used under the lock, and is gone.
+    /// worker touches the iterator again: it is only used under the input lock, and is gone.
+    /// (If a worker is blocked in the iterator's `next`, this waits for it to return.)
     pub(crate) fn detach_input(&self) {
-        let mut st = self.lock();
+        let mut st = lock(&self.input);
         let input = st.input.take();
         st.input_done = true;
         drop(st);
@@ -160,65 +218,47 @@ impl<J: Send> Feed<J> {
     /// Stops the call: cancels running tasks cooperatively and wakes waiting workers.
     pub(crate) fn stop(&self) {
         // Taking the lock orders the flag before any waiter's check, so none sleeps through it.
-        let st = self.lock();
+        let w = lock(&self.window);
         self.cancel.cancel();
-        drop(st);
+        drop(w);
         self.room.notify_all();
     }
 }
 
 impl<J> FeedState<J> {
-    /// Cuts the next batch. With automatic sizing and several workers it looks ahead one batch
-    /// per worker, so that it sees the end of the input coming and shrinks the last batches
-    /// (each takes a share of what is left), and no worker is left with a long tail alone.
+    /// Cuts the next batch. Near the end of an input whose length is known (from its size
+    /// hint), each batch takes only a share of what is left, so that the last batches spread
+    /// over every worker instead of leaving one with a long tail while the others idle.
     fn take_batch(&mut self) -> Result<Batch<J>, (usize, String)> {
-        let size = self.sizer.size();
-        let balance_tail = self.sizer.is_auto() && self.workers > 1;
-        let target = if balance_tail {
-            size.saturating_mul(self.workers)
-        } else {
-            size
-        };
-        if self.lookahead.len() < target && !self.input_done {
-            self.pull_into_lookahead(target - self.lookahead.len())?;
-        }
-        let n = if balance_tail && self.input_done {
-            size.min(self.lookahead.len().div_ceil(2 * self.workers))
-        } else {
-            size
-        };
-        let first = self.next_index - self.lookahead.len();
-        let n = n.min(self.lookahead.len());
-        Ok(Batch {
-            first,
-            jobs: self.lookahead.drain(..n).collect(),
-        })
-    }
-
-    fn pull_into_lookahead(&mut self, want: usize) -> Result<(), (usize, String)> {
-        let Some(input) = self.input.as_mut() else {
-            self.input_done = true;
-            return Ok(());
-        };
-        let lookahead = &mut self.lookahead;
-        let done = &mut self.input_done;
-        let before = lookahead.len();
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            for _ in 0..want {
-                match input.next() {
-                    Some(j) => lookahead.push_back(j),
-                    None => {
-                        *done = true;
-                        break;
-                    }
-                }
+        let first = self.next_index;
+        // Once ended (exhausted, panicked or detached), the iterator is never called again: a
+        // worker that got its window slot before the end must not resume a panicked iterator.
+        let input = match self.input.as_mut() {
+            Some(input) if !self.input_done => input,
+            _ => {
+                self.input_done = true;
+                return Ok(Batch {
+                    first,
+                    jobs: Vec::new(),
+                });
             }
-        }));
-        self.next_index += self.lookahead.len() - before;
-        if let Err(payload) = r {
+        };
+        let mut size = self.sizer.size();
+        if self.sizer.is_auto() {
+            if let Some(left) = input.left_at_most() {
+                size = size.min(left.div_ceil(2 * self.workers)).max(1);
+            }
+        }
+        let mut jobs = Vec::with_capacity(size);
+        let pulled = catch_unwind(AssertUnwindSafe(|| input.pull(&mut jobs, size)));
+        self.next_index += jobs.len();
+        if let Err(payload) = pulled {
             self.input_done = true;
             return Err((self.next_index, panic_message(&*payload)));
         }
-        Ok(())
+        if jobs.len() < size {
+            self.input_done = true;
+        }
+        Ok(Batch { first, jobs })
     }
 }

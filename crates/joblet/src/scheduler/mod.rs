@@ -157,6 +157,9 @@ pub(crate) struct CallShared<J: Job> {
     pub(crate) clocks: Vec<Arc<TaskClock>>,
     /// Nesting depth of the caller; workers run at `depth + 1`.
     pub(crate) depth: usize,
+    /// Whether anyone listens to dispatch events; if not, workers skip that message and the
+    /// caller's thread is woken once per batch instead of twice.
+    report_dispatch: bool,
 }
 
 impl<J: Job> CallShared<J> {
@@ -166,6 +169,7 @@ impl<J: Job> CallShared<J> {
         timeout: Option<Duration>,
         slots: usize,
         depth: usize,
+        report_dispatch: bool,
     ) -> Self {
         let epoch = Instant::now();
         let clocks = (0..slots.max(1))
@@ -177,6 +181,7 @@ impl<J: Job> CallShared<J> {
             timeout,
             clocks,
             depth,
+            report_dispatch,
         }
     }
 
@@ -202,7 +207,7 @@ pub(crate) fn step<J: Job>(
     match shared.feed.next_batch(last.take()) {
         Pull::Batch(batch) => {
             let (first, len) = (batch.first, batch.jobs.len());
-            if !emit(Msg::Started { first, len }) {
+            if shared.report_dispatch && !emit(Msg::Started { first, len }) {
                 return false;
             }
             let started = Instant::now();
