@@ -15,13 +15,23 @@ pub(crate) fn effective_n_jobs(n_jobs: Option<i64>, cpus: usize) -> Result<usize
             "n_jobs",
             "0 is not a number of workers; use a positive count, or -1 for every CPU",
         )),
-        Some(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(n) if n > MAX_WORKERS as i64 => Err(ConfigError::new(
+            "n_jobs",
+            format!("{n} workers is more than joblet starts (at most {MAX_WORKERS})"),
+        )),
+        Some(n) if n > 0 => Ok(n as usize),
         Some(n) => {
             let cpus = i64::try_from(cpus).unwrap_or(i64::MAX);
-            Ok(usize::try_from((cpus + 1).saturating_add(n).max(1)).unwrap_or(1))
+            let n = (cpus + 1).saturating_add(n).clamp(1, MAX_WORKERS as i64);
+            Ok(n as usize)
         }
     }
 }
+
+/// The most workers a call starts. Far above any machine's core count (threads for I/O-bound
+/// tasks may exceed it, but not by this much), and low enough that the bookkeeping per
+/// worker and `pre_dispatch` expressions stay small numbers.
+pub(crate) const MAX_WORKERS: usize = 1 << 16;
 
 /// How many tasks a worker takes at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,7 +121,7 @@ impl PreDispatch {
     pub(crate) fn resolve(&self, n_jobs: usize) -> Result<Option<usize>, ConfigError> {
         let n = match self {
             PreDispatch::All => return Ok(None),
-            PreDispatch::Count(n) => *n as i64,
+            PreDispatch::Count(n) => i64::try_from(*n).unwrap_or(i64::MAX),
             PreDispatch::Expr(e) => ExprParser::new(e, n_jobs as i64).parse()?,
         };
         if n < 1 {
@@ -263,6 +273,12 @@ mod tests {
         assert_eq!(
             effective_n_jobs(Some(0), 8).unwrap_err().parameter(),
             "n_jobs"
+        );
+        let huge = effective_n_jobs(Some(i64::MAX), 8).unwrap_err();
+        assert_eq!(huge.parameter(), "n_jobs");
+        assert_eq!(
+            effective_n_jobs(Some(MAX_WORKERS as i64), 8),
+            Ok(MAX_WORKERS)
         );
     }
 
