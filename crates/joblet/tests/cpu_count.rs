@@ -27,11 +27,19 @@ fn cpu_count_follows_the_affinity_mask() {
     let out = Command::new("taskset")
         .args(["-c", "0"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "cpu_count_follows_the_affinity_mask", "--nocapture"])
+        .args([
+            "--exact",
+            "cpu_count_follows_the_affinity_mask",
+            "--nocapture",
+        ])
         .env(CHILD, "1")
         .output()
         .expect("the test binary runs under taskset");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("cpus=1 workers=1"), "child saw: {stdout}");
 }
