@@ -256,7 +256,9 @@ impl<J> FeedState<J> {
             self.input_done = true;
             return Err((self.next_index, panic_message(&*payload)));
         }
-        if jobs.len() < size {
+        // Short, or known to be empty now: the total is known as early as possible (progress
+        // lines show "out of N" sooner, and no worker pulls an empty batch to find out).
+        if jobs.len() < size || input.left_at_most() == Some(0) {
             self.input_done = true;
         }
         Ok(Batch { first, jobs })
