@@ -2,7 +2,7 @@
 //! how deeply is it nested inside other `Parallel` calls.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// The cancellation flag of one call, shared by the caller and its workers.
@@ -26,6 +26,15 @@ struct TaskContext {
     cancel: Option<CancelToken>,
 }
 
+/// Nesting levels of the whole process: 1 in a worker process (its tasks are already inside a
+/// parallel call of its parent), 0 elsewhere.
+static PROCESS_DEPTH: AtomicUsize = AtomicUsize::new(0);
+
+/// Marks this process as a worker process of a parallel call.
+pub(crate) fn enter_worker_process() {
+    PROCESS_DEPTH.store(1, Ordering::Release);
+}
+
 thread_local! {
     static CONTEXT: RefCell<TaskContext> = RefCell::new(TaskContext::default());
 }
@@ -38,8 +47,10 @@ pub(crate) struct EnterWorker {
 impl EnterWorker {
     /// `depth` is the nesting depth of the calling `Parallel` (0 at top level).
     pub(crate) fn new(depth: usize, cancel: CancelToken) -> Self {
+        // `depth` counts the process's own level too; the thread-local part excludes it.
+        let local = depth.saturating_sub(PROCESS_DEPTH.load(Ordering::Acquire));
         let next = TaskContext {
-            depth: depth + 1,
+            depth: local + 1,
             cancel: Some(cancel),
         };
         let previous = CONTEXT.with(|c| c.replace(next));
@@ -59,7 +70,7 @@ impl Drop for EnterWorker {
 /// sequentially. A call that runs sequentially in the caller's thread (one worker, or the
 /// sequential backend) does not add a level, as in joblib.
 pub fn nesting_depth() -> usize {
-    CONTEXT.with(|c| c.borrow().depth)
+    PROCESS_DEPTH.load(Ordering::Acquire) + CONTEXT.with(|c| c.borrow().depth)
 }
 
 /// Whether the call running the current task has been abandoned (another task failed, a

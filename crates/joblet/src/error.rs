@@ -43,6 +43,24 @@ pub enum Error<E = Infallible> {
         /// The panic message.
         message: String,
     },
+    /// The worker process running task `index` died: it crashed (a signal such as SIGSEGV or
+    /// SIGABRT), exited, or was killed (SIGKILL: the OOM killer, or someone else).
+    WorkerDied {
+        /// Input index of the task the worker was running.
+        index: usize,
+        /// How the worker process ended.
+        exit: crate::WorkerExit,
+    },
+    /// Task `index` could not be sent to a worker process or its outcome not brought back:
+    /// arguments or result that do not encode or decode, a function that is not registered.
+    Transport {
+        /// Input index of the task.
+        index: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// Worker processes could not be started; nothing ran.
+    WorkerStart(String),
     /// The call was configured with an invalid value; nothing ran.
     Config(ConfigError),
 }
@@ -54,8 +72,10 @@ impl<E> Error<E> {
             Error::Task { index, .. }
             | Error::Panicked { index, .. }
             | Error::TimedOut { index, .. }
-            | Error::Input { index, .. } => Some(*index),
-            Error::Config(_) => None,
+            | Error::Input { index, .. }
+            | Error::WorkerDied { index, .. }
+            | Error::Transport { index, .. } => Some(*index),
+            Error::Config(_) | Error::WorkerStart(_) => None,
         }
     }
 
@@ -85,6 +105,16 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                     "the input iterator panicked while producing item {index}: {message}"
                 )
             }
+            Error::WorkerDied { index, exit } => {
+                write!(f, "the worker process running task {index} died ({exit})")
+            }
+            Error::Transport { index, message } => {
+                write!(
+                    f,
+                    "task {index} could not be run in a worker process: {message}"
+                )
+            }
+            Error::WorkerStart(message) => write!(f, "cannot start worker processes: {message}"),
             Error::Config(e) => e.fmt(f),
         }
     }

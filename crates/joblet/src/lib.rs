@@ -36,9 +36,13 @@ mod cpu;
 mod error;
 mod parallel;
 mod progress;
+mod protocol;
+mod remote;
 mod scheduler;
 mod task;
 
+pub use backend::processes::worker::worker_hook;
+pub use backend::processes::WorkerExit;
 pub use backend::Backend;
 pub use config::{BatchSize, PreDispatch};
 pub use context::{is_cancelled, nesting_depth};
@@ -46,8 +50,21 @@ pub use cpu::cpu_count;
 pub use error::{ConfigError, Error, Failure};
 pub use parallel::Parallel;
 pub use progress::{Event, Progress};
+pub use remote::Remote;
 pub use scheduler::{Ordered, Unordered};
 pub use task::{delayed, Args, Job};
+
+/// Items the macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::remote::{call_encoded, Called, Never, Registered};
+    pub use inventory;
+}
+
+/// Sets how long idle worker processes wait for the next call before they exit (default 300 s).
+pub fn set_worker_idle_timeout(timeout: std::time::Duration) {
+    backend::processes::set_idle_timeout(timeout);
+}
 
 /// The README's Rust example runs as a doctest, so it cannot drift from the API.
 #[cfg(doctest)]

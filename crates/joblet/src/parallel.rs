@@ -1,5 +1,6 @@
 //! `Parallel`: the configuration of a call and the ways to run one.
 
+use crate::backend::processes;
 use crate::backend::{Backend, Here};
 use crate::config::{effective_n_jobs, BatchSize, PreDispatch};
 use crate::context::{nesting_depth, CancelToken};
@@ -7,7 +8,7 @@ use crate::error::{panic_message, ConfigError, Error, Failure};
 use crate::progress::{Callback, Progress, Reporter};
 use crate::scheduler::batching::BatchSizer;
 use crate::scheduler::feed::{Feed, Input};
-use crate::scheduler::{collect_list, Call, CallShared, Ordered, Runner, Unordered};
+use crate::scheduler::{collect_list, Call, CallShared, Ordered, Runner, Slot, Unordered};
 use crate::task::Job;
 use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -160,7 +161,7 @@ impl Parallel {
                 window: None,
                 batch_size,
             },
-            Backend::Threads => Plan {
+            Backend::Threads | Backend::Processes => Plan {
                 backend,
                 workers: n,
                 window,
@@ -169,10 +170,16 @@ impl Parallel {
         })
     }
 
-    fn start<J>(&self, jobs: Box<dyn Input<J>>) -> Result<Call<J::Output, J::Error>, ConfigError>
+    fn start<J>(
+        &self,
+        jobs: Box<dyn Input<J>>,
+    ) -> Result<Call<J::Output, J::Error>, Error<J::Error>>
     where
         J: Job,
     {
+        if self.backend == Backend::Processes {
+            check_process_call::<J>()?;
+        }
         let mut plan = self.plan()?;
         // No more workers than tasks, when the input knows its length.
         plan.workers = plan
@@ -187,22 +194,33 @@ impl Parallel {
             plan.workers,
             &plan.backend.to_string(),
         );
+        let (slots, runners): SlotsAndRunners<J> = match plan.backend {
+            Backend::Sequential => (vec![Slot::in_memory()], Vec::new()),
+            Backend::Threads => (0..plan.workers)
+                .map(|_| (Slot::in_memory(), Box::new(Here) as _))
+                .unzip(),
+            Backend::Processes => {
+                // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each.
+                let limit = (crate::cpu_count() / plan.workers).max(1);
+                let runners =
+                    processes::runners(plan.workers, limit).map_err(|e| Error::WorkerStart(e.0))?;
+                runners
+                    .into_iter()
+                    .map(|r| (r.slot(), Box::new(r) as _))
+                    .unzip()
+            }
+        };
         let shared = Arc::new(CallShared::new(
             feed,
             cancel,
             self.timeout,
-            plan.workers,
+            slots,
             nesting_depth(),
             !reporter.is_silent(),
         ));
         Ok(match plan.backend {
             Backend::Sequential => Call::inline(shared, Box::new(Here), reporter),
-            Backend::Threads => {
-                let runners = (0..plan.workers)
-                    .map(|_| Box::new(Here) as Box<dyn Runner<J>>)
-                    .collect();
-                Call::with_threads(shared, runners, reporter)
-            }
+            Backend::Threads | Backend::Processes => Call::with_threads(shared, runners, reporter),
         })
     }
 
@@ -243,7 +261,8 @@ impl Parallel {
         self.try_run(tasks.into_iter().map(infallible))
     }
 
-    /// Runs tasks that return `Result` and returns their values in input order. The first
+    /// Runs jobs (closures that return `Result`, or [`remote_fn!`](crate::remote_fn) tasks)
+    /// and returns their values in input order. The first
     /// failure (in time) stops the call: [`Error::Task`] carries its index and the task's own
     /// error; queued tasks are dropped, and the caller does not wait for running ones.
     ///
@@ -258,13 +277,14 @@ impl Parallel {
     ///     other => panic!("{other:?}"),
     /// }
     /// ```
-    pub fn try_run<I, F, T, E>(&self, tasks: I) -> Result<Vec<T>, Error<E>>
+    pub fn try_run<I>(
+        &self,
+        tasks: I,
+    ) -> Result<Vec<<I::Item as Job>::Output>, Error<<I::Item as Job>::Error>>
     where
-        I: IntoIterator<Item = F>,
+        I: IntoIterator,
         I::IntoIter: Send,
-        F: FnOnce() -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
+        I::Item: Job,
     {
         self.run_list(tasks.into_iter())
     }
@@ -281,7 +301,6 @@ impl Parallel {
     /// })).unwrap();
     /// assert_eq!(outcomes, vec![Ok(0.25), Err(Failure::Error("division by zero")), Ok(0.5)]);
     /// ```
-    #[allow(clippy::type_complexity)]
     pub fn outcomes<I, F, T, E>(&self, tasks: I) -> Result<Vec<Result<T, Failure<E>>>, Error<E>>
     where
         I: IntoIterator<Item = F>,
@@ -358,13 +377,14 @@ impl Parallel {
     }
 
     /// [`iter`](Self::iter) for tasks that return `Result`.
-    pub fn try_iter<I, F, T, E>(&self, tasks: I) -> Result<Ordered<T, E>, Error<E>>
+    pub fn try_iter<I>(
+        &self,
+        tasks: I,
+    ) -> Result<JobsOrdered<I::Item>, Error<<I::Item as Job>::Error>>
     where
-        I: IntoIterator<Item = F>,
+        I: IntoIterator,
         I::IntoIter: Send + 'static,
-        F: FnOnce() -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
+        I::Item: Job,
     {
         Ok(Ordered::new(self.start(Box::new(tasks.into_iter()))?))
     }
@@ -382,16 +402,45 @@ impl Parallel {
     }
 
     /// [`iter_unordered`](Self::iter_unordered) for tasks that return `Result`.
-    pub fn try_iter_unordered<I, F, T, E>(&self, tasks: I) -> Result<Unordered<T, E>, Error<E>>
+    pub fn try_iter_unordered<I>(
+        &self,
+        tasks: I,
+    ) -> Result<JobsUnordered<I::Item>, Error<<I::Item as Job>::Error>>
     where
-        I: IntoIterator<Item = F>,
+        I: IntoIterator,
         I::IntoIter: Send + 'static,
-        F: FnOnce() -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
+        I::Item: Job,
     {
         Ok(Unordered::new(self.start(Box::new(tasks.into_iter()))?))
     }
+}
+
+/// The slots of a call and the runners that serve them.
+type SlotsAndRunners<J> = (Vec<Slot>, Vec<Box<dyn Runner<J>>>);
+
+/// The ordered iterator over the results of jobs `J`.
+type JobsOrdered<J> = Ordered<<J as Job>::Output, <J as Job>::Error>;
+/// The completion-order iterator over the results of jobs `J`.
+type JobsUnordered<J> = Unordered<<J as Job>::Output, <J as Job>::Error>;
+
+/// Refuses a process call that cannot work, before anything starts.
+fn check_process_call<J: Job>() -> Result<(), ConfigError> {
+    if !J::REMOTE {
+        return Err(ConfigError::new(
+            "backend",
+            "Backend::Processes runs registered functions, and these tasks are closures, which \
+             cannot cross a process boundary: define the function with joblet::remote_fn! and \
+             pass its `task(..)` jobs",
+        ));
+    }
+    if !processes::worker::hook_called() {
+        return Err(ConfigError::new(
+            "backend",
+            "Backend::Processes starts workers by running this program again, and the program \
+             has not called joblet::worker_hook(): call it first thing in main",
+        ));
+    }
+    Ok(())
 }
 
 /// A plain task as a `Result` task that cannot fail.
@@ -407,6 +456,9 @@ impl Error<Infallible> {
             Error::Panicked { index, message } => Error::Panicked { index, message },
             Error::TimedOut { index, timeout } => Error::TimedOut { index, timeout },
             Error::Input { index, message } => Error::Input { index, message },
+            Error::WorkerDied { index, exit } => Error::WorkerDied { index, exit },
+            Error::Transport { index, message } => Error::Transport { index, message },
+            Error::WorkerStart(message) => Error::WorkerStart(message),
             Error::Config(e) => Error::Config(e),
         }
     }

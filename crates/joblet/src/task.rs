@@ -11,8 +11,19 @@ pub trait Job: Send + 'static {
     type Output: Send + 'static;
     /// The error of a failed run.
     type Error: Send + 'static;
+    /// Whether the job can be sent to a worker process ([`crate::Backend::Processes`]):
+    /// true for [`crate::Remote`] tasks, false for closures.
+    const REMOTE: bool = false;
     /// Runs the job.
     fn run(self) -> Result<Self::Output, Self::Error>;
+    /// The job as a registered function name and encoded arguments, if it can be sent.
+    #[doc(hidden)]
+    fn into_wire(self) -> Option<crate::remote::WireJob<Self::Output, Self::Error>>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl<F, T, E> Job for F

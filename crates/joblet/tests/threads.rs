@@ -41,8 +41,9 @@ fn threads_is_the_default_backend_and_parses_joblib_names() {
         "sequential".parse::<Backend>().unwrap(),
         Backend::Sequential
     );
+    assert_eq!("loky".parse::<Backend>().unwrap(), Backend::Processes);
     assert_eq!(
-        "loky".parse::<Backend>().unwrap_err().parameter(),
+        "dask".parse::<Backend>().unwrap_err().parameter(),
         "backend"
     );
     assert_eq!(Backend::Threads.to_string(), "Threads");

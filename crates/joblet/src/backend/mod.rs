@@ -4,10 +4,13 @@
 //!    asks for results. The reference semantics: every other backend behaves the same, only
 //!    in parallel.
 //! 2. [`Backend::Threads`]: in worker threads started for the call.
+//! 3. [`Backend::Processes`]: in worker processes from a pool reused across calls
+//!    (`processes/`).
 //!
 //! A backend contributes runners (see `scheduler::Runner`) and the batch durations it wants;
 //! the scheduler does the rest (dispatch window, batching, order, errors, timeouts, progress).
 
+pub(crate) mod processes;
 mod sequential;
 mod threads;
 
@@ -26,6 +29,10 @@ pub enum Backend {
     /// In `n_jobs` worker threads (joblib's `"threading"`), the default for closures.
     #[default]
     Threads,
+    /// In `n_jobs` worker processes (joblib's `"loky"`): crashes, aborts and stuck tasks are
+    /// contained, reported and survived. Runs [`crate::remote_fn!`] tasks; the program must call
+    /// [`crate::worker_hook`] first thing in `main`.
+    Processes,
 }
 
 impl Backend {
@@ -33,6 +40,7 @@ impl Backend {
         match self {
             Backend::Sequential => sequential::IDEAL_BATCH,
             Backend::Threads => threads::IDEAL_BATCH,
+            Backend::Processes => processes::IDEAL_BATCH,
         }
     }
 }
@@ -42,6 +50,7 @@ impl fmt::Display for Backend {
         f.write_str(match self {
             Backend::Sequential => "Sequential",
             Backend::Threads => "Threads",
+            Backend::Processes => "Processes",
         })
     }
 }
@@ -54,9 +63,12 @@ impl std::str::FromStr for Backend {
         match s {
             "sequential" => Ok(Backend::Sequential),
             "threading" | "threads" => Ok(Backend::Threads),
+            "loky" | "processes" | "multiprocessing" => Ok(Backend::Processes),
             other => Err(crate::ConfigError::new(
                 "backend",
-                format!("unknown backend {other:?}; expected \"sequential\" or \"threading\""),
+                format!(
+                    "unknown backend {other:?}; expected \"sequential\", \"threading\" or \"loky\""
+                ),
             )),
         }
     }

@@ -1,9 +1,11 @@
 //! The scheduler: one engine for every backend. See `README.md` in this folder.
 
 pub(crate) mod batching;
+mod clock;
 mod deliver;
 pub(crate) mod feed;
 
+pub(crate) use clock::{monotonic_ns, ClockCells, Slot, TaskClock};
 pub(crate) use deliver::collect_list;
 pub use deliver::{Ordered, Unordered};
 
@@ -13,7 +15,6 @@ use crate::progress::{Event, Reporter};
 use crate::task::Job;
 use feed::{Batch, Feed, Pull};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,6 +30,14 @@ pub(crate) enum BatchEnd<E> {
     TimedOut,
     /// The call was stopped before the batch finished; the rest was dropped.
     Stopped,
+    /// The worker process died while running task `index`.
+    Died {
+        index: usize,
+        exit: crate::WorkerExit,
+    },
+    /// Task `index` could not be shipped to or run by a worker process (encoding, decoding,
+    /// an unregistered function).
+    Broken { index: usize, message: String },
 }
 
 /// The results of one batch: the values of its first tasks, in order, and how it ended.
@@ -66,46 +75,7 @@ pub(crate) struct RunContext {
     pub(crate) cancel: CancelToken,
     pub(crate) timeout: Option<Duration>,
     pub(crate) clock: Arc<TaskClock>,
-}
-
-/// Which task a worker slot is running and since when, so that the coordinator can tell
-/// which task is overdue. Only written when the call has a timeout.
-pub(crate) struct TaskClock {
-    epoch: Instant,
-    /// The running task's index + 1; 0 when idle.
-    running: AtomicUsize,
-    started_nanos: AtomicU64,
-}
-
-impl TaskClock {
-    fn new(epoch: Instant) -> Self {
-        TaskClock {
-            epoch,
-            running: AtomicUsize::new(0),
-            started_nanos: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn start(&self, index: usize) {
-        self.running.store(0, Ordering::Release);
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        self.started_nanos.store(now, Ordering::Release);
-        self.running.store(index + 1, Ordering::Release);
-    }
-
-    pub(crate) fn elapsed(&self) -> Duration {
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        Duration::from_nanos(now.saturating_sub(self.started_nanos.load(Ordering::Acquire)))
-    }
-
-    pub(crate) fn idle(&self) {
-        self.running.store(0, Ordering::Release);
-    }
-
-    /// The index of the running task, if any.
-    fn running(&self) -> Option<usize> {
-        self.running.load(Ordering::Acquire).checked_sub(1)
-    }
+    pub(crate) slot: usize,
 }
 
 /// Runs a batch of jobs in the current thread: the runner of the sequential and thread
@@ -154,7 +124,7 @@ pub(crate) struct CallShared<J: Job> {
     pub(crate) feed: Feed<J>,
     pub(crate) cancel: CancelToken,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) clocks: Vec<Arc<TaskClock>>,
+    pub(crate) slots: Vec<Slot>,
     /// Nesting depth of the caller; workers run at `depth + 1`.
     pub(crate) depth: usize,
     /// Whether anyone listens to dispatch events; if not, workers skip that message and the
@@ -163,23 +133,25 @@ pub(crate) struct CallShared<J: Job> {
 }
 
 impl<J: Job> CallShared<J> {
+    /// `slots` holds one entry per worker slot (at least one: the sequential backend's).
     pub(crate) fn new(
         feed: Feed<J>,
         cancel: CancelToken,
         timeout: Option<Duration>,
-        slots: usize,
+        slots: Vec<Slot>,
         depth: usize,
         report_dispatch: bool,
     ) -> Self {
-        let epoch = Instant::now();
-        let clocks = (0..slots.max(1))
-            .map(|_| Arc::new(TaskClock::new(epoch)))
-            .collect();
+        let slots = if slots.is_empty() {
+            vec![Slot::in_memory()]
+        } else {
+            slots
+        };
         CallShared {
             feed,
             cancel,
             timeout,
-            clocks,
+            slots,
             depth,
             report_dispatch,
         }
@@ -189,7 +161,8 @@ impl<J: Job> CallShared<J> {
         RunContext {
             cancel: self.cancel.clone(),
             timeout: self.timeout,
-            clock: self.clocks[slot].clone(),
+            clock: self.slots[slot].clock.clone(),
+            slot,
         }
     }
 }
@@ -211,7 +184,10 @@ pub(crate) fn step<J: Job>(
                 return false;
             }
             let started = Instant::now();
+            let slot = &shared.slots[ctx.slot];
+            slot.set_busy(true);
             let report = runner.run_batch(batch, ctx);
+            slot.set_busy(false);
             *last = Some((len, started.elapsed()));
             emit(Msg::Done(report))
         }
@@ -262,6 +238,8 @@ pub(crate) trait Control: Send + Sync {
     /// `Err(index)` of a task running for longer than `timeout`, else `Ok(wait)`: how long
     /// until the next running task could become overdue.
     fn overdue(&self, timeout: Duration) -> Result<Duration, usize>;
+    /// Kills the workers (processes) that are running a batch now.
+    fn kill_busy(&self);
 }
 
 impl<J: Job> Control for CallShared<J> {
@@ -277,13 +255,20 @@ impl<J: Job> Control for CallShared<J> {
         self.feed.detach_input();
     }
 
+    fn kill_busy(&self) {
+        for slot in &self.slots {
+            slot.kill_if_busy();
+        }
+    }
+
     fn total(&self) -> Option<usize> {
         self.feed.total()
     }
 
     fn overdue(&self, timeout: Duration) -> Result<Duration, usize> {
         let mut wait = timeout;
-        for clock in &self.clocks {
+        for slot in &self.slots {
+            let clock = &slot.clock;
             if let Some(index) = clock.running() {
                 let ran = clock.elapsed();
                 if ran > timeout {
@@ -483,6 +468,12 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                         }
                         // Only sent after a stop, which already ended the call.
                         BatchEnd::Stopped => {}
+                        BatchEnd::Died { index, exit } => {
+                            return Some(Err(self.fail(Error::WorkerDied { index, exit })));
+                        }
+                        BatchEnd::Broken { index, message } => {
+                            return Some(Err(self.fail(Error::Transport { index, message })));
+                        }
                     }
                 }
             }
@@ -492,6 +483,9 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
 
     fn fail(&mut self, error: Error<E>) -> Error<E> {
         self.control.stop();
+        // As loky does: a failed call kills its busy worker processes rather than wait for
+        // them; the pool starts fresh ones for the next call.
+        self.control.kill_busy();
         if let Some(index) = error.index() {
             let total = self.control.total();
             self.reporter.report(Event::Failed { index }, total);

@@ -1,0 +1,236 @@
+//! The process backend: tasks run in worker processes, which may crash, hang or be killed
+//! without taking the caller down.
+//!
+//! ```text
+//!  caller thread            slot threads (one per worker, in the parent)      worker processes
+//!  ─────────────            ─────────────────────────────────────────────     ────────────────
+//!  Call ◄── Msg::Done ───── loop { feed.next_batch()                          worker_hook():
+//!   │                              encode jobs → RunBatch ───── fd 3 ───────►  decode, look up
+//!   │  overdue? / failed?          read BatchDone ◄──────────── socket ──────  the function, run,
+//!   │      │                       decode values }                            encode BatchDone
+//!   │      └─► kill(-pgid) ─────────────────────────────────────────────────► (whole group)
+//!   │                              EOF → waitpid → exit code or signal
+//!   └─ TaskClock ◄──────────── status page (memfd on fd 4): running task, since when ◄── worker
+//!
+//!  pool (process-wide): idle workers reused across calls; a pool thread starts every worker
+//!  (parent-death signal armed) and ends idle ones after the idle timeout.
+//! ```
+//!
+//! 1. A call checks out `n_jobs` workers (idle ones first) and gives each slot thread one.
+//! 2. A slot ships a batch as one frame: a table of function names and each task's encoded
+//!    arguments. The worker runs the tasks in order, writing the running task's index and start
+//!    time into the shared status page, and answers with the encoded values and how the batch
+//!    ended.
+//! 3. If the socket reaches EOF instead, the worker died: the slot reaps it, reads the exit
+//!    code or signal, and reports the task the status page names.
+//! 4. On a timeout or the first failure the caller kills every busy worker's process group;
+//!    dead workers are not returned to the pool, which starts new ones on the next call.
+
+mod pool;
+pub(crate) mod spawn;
+mod status;
+pub(crate) mod worker;
+
+pub use spawn::WorkerExit;
+
+use crate::error::Failure;
+use crate::protocol::{self, BatchDone, FrameError, Kind, RunBatch};
+use crate::scheduler::batching::IdealDuration;
+use crate::scheduler::feed::Batch;
+use crate::scheduler::{BatchEnd, BatchReport, ClockCells, RunContext, Runner, Slot};
+use crate::task::Job;
+use spawn::{StartError, Worker};
+use status::Cells;
+use std::time::Duration;
+
+pub(crate) use pool::set_idle_timeout;
+
+/// A batch costs a round trip through a socket and the encoding of its tasks (tens of
+/// microseconds); batches of 20-200 ms make that negligible while keeping the end of a call
+/// balanced on a small machine.
+pub(crate) const IDEAL_BATCH: IdealDuration = IdealDuration {
+    min: Duration::from_millis(20),
+    max: Duration::from_millis(200),
+};
+
+impl ClockCells for status::StatusPage {
+    fn cells(&self) -> &Cells {
+        status::StatusPage::cells(self)
+    }
+}
+
+/// Runs batches in one worker process, for one call; gives the worker back when dropped.
+pub(crate) struct ProcessRunner {
+    worker: Option<Worker>,
+}
+
+/// Checks out `n` workers whose native thread pools are limited to `thread_limit` threads.
+pub(crate) fn runners(n: usize, thread_limit: usize) -> Result<Vec<ProcessRunner>, StartError> {
+    Ok(pool::checkout(n, thread_limit)?
+        .into_iter()
+        .map(|w| ProcessRunner { worker: Some(w) })
+        .collect())
+}
+
+impl ProcessRunner {
+    /// The slot's clock (the worker's status page) and the way to kill its worker.
+    pub(crate) fn slot(&self) -> Slot {
+        let w = self.worker.as_ref().expect("a new runner has its worker");
+        let process = w.process.clone();
+        Slot::new(w.status.clone(), Some(Box::new(move || process.kill())))
+    }
+
+    /// The worker died (EOF or a write error): reap it, and name the task it was running.
+    fn died<T, E>(&mut self, first: usize, values: Vec<T>) -> BatchReport<T, E> {
+        let worker = self.worker.take().expect("only called with a worker");
+        let exit = worker.process.wait();
+        let running = worker.status.cells()[0].load(std::sync::atomic::Ordering::Acquire);
+        // 0: it died before starting a task of this batch (reading the batch): the first task.
+        let index = running.checked_sub(1).map_or(first, |i| i as usize);
+        BatchReport {
+            first,
+            values,
+            end: BatchEnd::Died { index, exit },
+        }
+    }
+}
+
+impl Drop for ProcessRunner {
+    fn drop(&mut self) {
+        if let Some(w) = self.worker.take() {
+            if w.process.is_alive() {
+                pool::checkin(w);
+            } else {
+                w.process.terminate();
+            }
+        }
+    }
+}
+
+impl<J: Job> Runner<J> for ProcessRunner {
+    fn run_batch(
+        &mut self,
+        batch: Batch<J>,
+        _ctx: &RunContext,
+    ) -> BatchReport<J::Output, J::Error> {
+        let first = batch.first;
+        let broken = |values, index: usize, message: String| BatchReport {
+            first,
+            values,
+            end: BatchEnd::Broken { index, message },
+        };
+        if self.worker.is_none() {
+            return broken(Vec::new(), first, "the worker of this slot is gone".into());
+        }
+        let mut functions: Vec<&'static str> = Vec::new();
+        let mut tasks = Vec::with_capacity(batch.jobs.len());
+        let mut decoders = Vec::with_capacity(batch.jobs.len());
+        for (i, job) in batch.jobs.into_iter().enumerate() {
+            let Some(wire) = job.into_wire() else {
+                return broken(
+                    Vec::new(),
+                    first + i,
+                    "this task cannot be sent to a worker process".into(),
+                );
+            };
+            let args = match wire.args {
+                Ok(a) => a,
+                Err(e) => {
+                    return broken(
+                        Vec::new(),
+                        first + i,
+                        format!("cannot encode the arguments of {}: {e}", wire.function),
+                    )
+                }
+            };
+            let f = match functions.iter().position(|&n| n == wire.function) {
+                Some(f) => f,
+                None => {
+                    functions.push(wire.function);
+                    functions.len() - 1
+                }
+            };
+            tasks.push((f as u32, args));
+            decoders.push((wire.decode_value, wire.decode_error));
+        }
+        let message = RunBatch {
+            functions: functions.iter().map(|s| s.to_string()).collect(),
+            first: first as u64,
+            tasks,
+        };
+        let worker = self.worker.as_mut().expect("checked above");
+        worker.status.cells()[0].store(0, std::sync::atomic::Ordering::Release);
+        if protocol::write_frame(
+            &mut worker.writer,
+            Kind::RunBatch,
+            &protocol::encode(&message),
+        )
+        .is_err()
+        {
+            return self.died(first, Vec::new());
+        }
+        let done: BatchDone = match worker.reader.read() {
+            Ok((Kind::BatchDone, payload)) => match protocol::decode("BatchDone", &payload) {
+                Ok(d) => d,
+                Err(e) => return self.garbled(first, e),
+            },
+            Ok((kind, _)) => {
+                let e = FrameError::Malformed {
+                    offset: 0,
+                    what: format!("unexpected {kind:?} frame"),
+                };
+                return self.garbled(first, e);
+            }
+            Err(FrameError::Closed) | Err(FrameError::Io(_)) => {
+                return self.died(first, Vec::new())
+            }
+            Err(e) => return self.garbled(first, e),
+        };
+        let mut values = Vec::with_capacity(done.values.len());
+        for (i, bytes) in done.values.iter().enumerate() {
+            match (decoders[i].0)(bytes) {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    return broken(values, first + i, format!("cannot decode the result: {e}"))
+                }
+            }
+        }
+        let at = first + values.len();
+        let end = match done.end {
+            protocol::BatchEnd::Complete => BatchEnd::Complete,
+            protocol::BatchEnd::Panic(message) => BatchEnd::Failed(Failure::Panic(message)),
+            protocol::BatchEnd::Error(bytes) => {
+                match decoders.get(values.len()).map(|d| (d.1)(&bytes)) {
+                    Some(Ok(e)) => BatchEnd::Failed(Failure::Error(e)),
+                    Some(Err(e)) => BatchEnd::Broken {
+                        index: at,
+                        message: format!("cannot decode the task's error: {e}"),
+                    },
+                    None => BatchEnd::Broken {
+                        index: at,
+                        message: "an error for a task that does not exist".into(),
+                    },
+                }
+            }
+            protocol::BatchEnd::Broken(message) => BatchEnd::Broken { index: at, message },
+        };
+        BatchReport { first, values, end }
+    }
+}
+
+impl ProcessRunner {
+    /// The worker sent something that is not a valid answer: it cannot be trusted any more.
+    fn garbled<T, E>(&mut self, first: usize, e: FrameError) -> BatchReport<T, E> {
+        if let Some(w) = self.worker.take() {
+            w.process.terminate();
+        }
+        BatchReport {
+            first,
+            values: Vec::new(),
+            end: BatchEnd::Broken {
+                index: first,
+                message: format!("the worker's answer is invalid: {e}"),
+            },
+        }
+    }
+}

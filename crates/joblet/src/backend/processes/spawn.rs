@@ -1,0 +1,289 @@
+//! Starting one worker process: re-execute this program with a socket on fd 3 and its status
+//! page on fd 4, in its own process group, killed by the kernel if the parent dies.
+//!
+//! [`Launcher`] is the seam for other kinds of workers (the Python front will launch
+//! `python -m joblet._worker` here); everything after `exec` speaks the same protocol.
+
+use super::status::StatusPage;
+use crate::protocol::{self, FrameError, FrameReader, Hello, Kind};
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub(crate) const ENV_PROTOCOL_FD: &str = "JOBLET_WORKER_FD";
+pub(crate) const ENV_STATUS_FD: &str = "JOBLET_WORKER_STATUS_FD";
+pub(crate) const ENV_IDLE_MS: &str = "JOBLET_WORKER_IDLE_MS";
+
+/// Thread-count variables of the common native thread pools; workers get
+/// `max(cpu_count / n_jobs, 1)` in each one the user did not set.
+pub(crate) const THREAD_LIMIT_VARS: [&str; 7] = [
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+];
+
+/// How long a new worker may take to say hello.
+const HANDSHAKE: Duration = Duration::from_secs(30);
+
+/// Makes the command that starts a worker process.
+pub(crate) trait Launcher: Send + Sync {
+    fn command(&self) -> Command;
+}
+
+/// Runs this very program again. `/proc/self/exe`, resolved by the child between `fork` and
+/// `exec`, is the running binary even if its file has since been replaced on disk.
+pub(crate) struct ReExec;
+
+impl Launcher for ReExec {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("/proc/self/exe");
+        if let Some(arg0) = std::env::args_os().next() {
+            cmd.arg0(arg0);
+        }
+        cmd
+    }
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerExit {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal (9 is SIGKILL: the OOM killer, a timeout, or a user).
+    Signal(i32),
+}
+
+impl WorkerExit {
+    pub(crate) fn from_status(status: ExitStatus) -> Self {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => WorkerExit::Code(code),
+            (None, Some(sig)) => WorkerExit::Signal(sig),
+            (None, None) => WorkerExit::Code(-1),
+        }
+    }
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerExit::Code(c) => write!(f, "exit code {c}"),
+            WorkerExit::Signal(s) => {
+                let name = match *s {
+                    libc::SIGSEGV => "SIGSEGV",
+                    libc::SIGABRT => "SIGABRT",
+                    libc::SIGKILL => "SIGKILL",
+                    libc::SIGBUS => "SIGBUS",
+                    libc::SIGILL => "SIGILL",
+                    libc::SIGFPE => "SIGFPE",
+                    libc::SIGTERM => "SIGTERM",
+                    _ => "",
+                };
+                write!(
+                    f,
+                    "signal {s}{}{name}",
+                    if name.is_empty() { "" } else { " " }
+                )
+            }
+        }
+    }
+}
+
+/// The process of a worker, shared with whoever may need to kill it (timeouts, fail-fast), so
+/// that a kill can never reach a process id that was reaped and reused.
+pub(crate) struct Process {
+    child: Mutex<Option<Child>>,
+    pid: u32,
+    /// Set by `kill`: the worker is dying even if it still looks alive, and must never be
+    /// handed to another call.
+    killed: AtomicBool,
+}
+
+impl Process {
+    /// Kills the worker and everything it started (its process group).
+    pub(crate) fn kill(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        self.killed.store(true, Ordering::Release);
+        if child.is_some() {
+            // SAFETY: signalling our own child's process group, which exists until reaped
+            // (and it is not reaped while we hold the lock).
+            unsafe { libc::kill(-(self.pid as i32), libc::SIGKILL) };
+        }
+    }
+
+    /// Waits for the worker to end and reaps it.
+    pub(crate) fn wait(&self) -> WorkerExit {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        match child.take() {
+            Some(mut c) => c
+                .wait()
+                .map_or(WorkerExit::Code(-1), WorkerExit::from_status),
+            None => WorkerExit::Code(-1),
+        }
+    }
+
+    /// Whether the worker is still running and was not killed (reaps it if it ended).
+    pub(crate) fn is_alive(&self) -> bool {
+        if self.killed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        match child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                *child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Kills the process group and reaps the worker.
+    pub(crate) fn terminate(&self) {
+        self.kill();
+        self.wait();
+    }
+}
+
+/// A running worker, as the parent holds it.
+pub(crate) struct Worker {
+    pub(crate) process: Arc<Process>,
+    pub(crate) reader: FrameReader<UnixStream>,
+    pub(crate) writer: UnixStream,
+    pub(crate) status: Arc<StatusPage>,
+    /// The thread limit it was started with (its environment cannot change later).
+    pub(crate) thread_limit: usize,
+}
+
+/// A worker process just started, before its handshake.
+pub(crate) type Started = (Child, UnixStream, StatusPage);
+
+/// Why a worker could not be started.
+#[derive(Debug)]
+pub(crate) struct StartError(pub(crate) String);
+
+/// Starts a worker process. Must run on a thread that lives as long as the program: the
+/// kernel's parent-death signal fires when the thread that forked the child exits.
+pub(crate) fn start(
+    launcher: &dyn Launcher,
+    thread_limit: usize,
+    idle: Duration,
+) -> io::Result<Started> {
+    let (parent_end, child_end) = UnixStream::pair()?;
+    let status = StatusPage::create()?;
+    let mut cmd = launcher.command();
+    cmd.env(ENV_PROTOCOL_FD, "3")
+        .env(ENV_STATUS_FD, "4")
+        .env(ENV_IDLE_MS, idle.as_millis().to_string())
+        .stdin(Stdio::null());
+    for var in THREAD_LIMIT_VARS {
+        if std::env::var_os(var).is_none() {
+            cmd.env(var, thread_limit.to_string());
+        }
+    }
+    let socket_fd = child_end.as_raw_fd();
+    let status_fd = status.fd().as_raw_fd();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (fcntl, dup2, setpgid, prctl, getppid), touching no locks or allocations.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move both descriptors out of the way first, so that placing one on 3 or 4 cannot
+            // overwrite the other; the copies are close-on-exec, the final fds 3 and 4 are not.
+            let socket = libc::fcntl(socket_fd, libc::F_DUPFD_CLOEXEC, 10);
+            let page = libc::fcntl(status_fd, libc::F_DUPFD_CLOEXEC, 10);
+            if socket < 0 || page < 0 || libc::dup2(socket, 3) < 0 || libc::dup2(page, 4) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Its own process group: a timeout kills the worker and all it started, and the
+            // terminal's Ctrl-C reaches the parent, which decides.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the line above: then nobody would kill us.
+            if libc::getppid() != parent {
+                libc::_exit(0);
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(child_end);
+    Ok((child, parent_end, status))
+}
+
+/// Waits for a started worker's hello; on failure the process is killed and reaped.
+pub(crate) fn handshake(
+    child: Child,
+    stream: UnixStream,
+    status: StatusPage,
+    thread_limit: usize,
+) -> Result<Worker, StartError> {
+    let pid = child.id();
+    let process = Arc::new(Process {
+        child: Mutex::new(Some(child)),
+        pid,
+        killed: AtomicBool::new(false),
+    });
+    let fail = |why: String| {
+        process.kill();
+        let exit = process.wait();
+        StartError(format!(
+            "worker process {pid} did not start ({why}; it ended with {exit})"
+        ))
+    };
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(HANDSHAKE))
+        .map_err(|e| fail(e.to_string()))?;
+    let writer = stream.try_clone().map_err(|e| fail(e.to_string()))?;
+    let mut reader = FrameReader::new(stream);
+    match reader.read() {
+        Ok((Kind::Hello, payload)) if protocol::decode::<Hello>("Hello", &payload).is_ok() => {}
+        Ok((kind, _)) => return Err(fail(format!("it sent {kind:?} instead of Hello"))),
+        Err(FrameError::Closed) => {
+            return Err(fail(
+                "it exited before the handshake: does the program call joblet::worker_hook() \
+                 at the start of main?"
+                    .into(),
+            ))
+        }
+        Err(e) => {
+            return Err(fail(format!(
+                "no handshake after {:?}: {e}",
+                started.elapsed()
+            )))
+        }
+    }
+    reader
+        .get_mut()
+        .set_read_timeout(None)
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(Worker {
+        process,
+        reader,
+        writer,
+        status: Arc::new(status),
+        thread_limit,
+    })
+}
