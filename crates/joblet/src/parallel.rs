@@ -51,6 +51,7 @@ pub struct Parallel {
     timeout: Option<Duration>,
     verbose: u32,
     progress: Option<Callback>,
+    max_nbytes: Option<usize>,
 }
 
 impl std::fmt::Debug for Parallel {
@@ -63,6 +64,7 @@ impl std::fmt::Debug for Parallel {
             .field("timeout", &self.timeout)
             .field("verbose", &self.verbose)
             .field("progress", &self.progress.is_some())
+            .field("max_nbytes", &self.max_nbytes)
             .finish()
     }
 }
@@ -126,6 +128,14 @@ impl Parallel {
     /// more of them as the level rises (every batch above 10); on stderr, on stdout from 50.
     pub fn verbose(mut self, level: u32) -> Self {
         self.verbose = level;
+        self
+    }
+
+    /// Arguments and results bigger than this many bytes (per batch message) travel to and
+    /// from worker processes through shared memory instead of the socket (joblib's
+    /// `max_nbytes`; default 1 MiB). Only the process backend moves data between processes.
+    pub fn max_nbytes(mut self, bytes: usize) -> Self {
+        self.max_nbytes = Some(bytes);
         self
     }
 
@@ -202,8 +212,13 @@ impl Parallel {
             Backend::Processes => {
                 // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each.
                 let limit = (crate::cpu_count() / plan.workers).max(1);
-                let runners =
-                    processes::runners(plan.workers, limit).map_err(|e| Error::WorkerStart(e.0))?;
+                let runners = processes::runners(
+                    plan.workers,
+                    limit,
+                    self.max_nbytes
+                        .unwrap_or(crate::protocol::DEFAULT_THRESHOLD),
+                )
+                .map_err(|e| Error::WorkerStart(e.0))?;
                 runners
                     .into_iter()
                     .map(|r| (r.slot(), Box::new(r) as _))

@@ -1,8 +1,12 @@
 //! The wire protocol between a parent and its worker processes. See `README.md` here.
 
+mod channel;
+
+pub(crate) use channel::{Channel, DEFAULT_THRESHOLD};
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 /// The first bytes of every frame.
 pub(crate) const MAGIC: [u8; 4] = *b"JBLT";
@@ -13,6 +17,8 @@ pub(crate) const VERSION: u16 = 1;
 pub(crate) const MAX_PAYLOAD: u32 = 1 << 30;
 
 const HEADER_LEN: usize = 12;
+/// Header flag: the payload is not in the stream but in the memfd sent with the header.
+pub(crate) const FLAG_SHARED: u8 = 1;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,96 +68,52 @@ impl fmt::Display for FrameError {
     }
 }
 
-/// Reads frames from a byte stream, counting bytes so that errors can say where they are.
-pub(crate) struct FrameReader<R> {
-    inner: R,
-    offset: u64,
+/// Checks a frame header; returns its kind, flags and payload length, or what is wrong.
+pub(crate) fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u32), String> {
+    if header[0..4] != MAGIC {
+        return Err(format!("bad magic {:?}", &header[0..4]));
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != VERSION {
+        return Err(format!("protocol version {version}, expected {VERSION}"));
+    }
+    let kind =
+        Kind::from_u8(header[6]).ok_or_else(|| format!("unknown frame kind {}", header[6]))?;
+    let flags = header[7];
+    if flags & !FLAG_SHARED != 0 {
+        return Err(format!("unknown flags {flags:#04x}"));
+    }
+    let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if len > MAX_PAYLOAD {
+        return Err(format!(
+            "payload of {len} bytes exceeds the limit of {MAX_PAYLOAD}"
+        ));
+    }
+    Ok((kind, flags, len))
 }
 
-impl<R: Read> FrameReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        FrameReader { inner, offset: 0 }
-    }
-
-    pub(crate) fn get_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
-    /// The next frame's kind and payload.
-    pub(crate) fn read(&mut self) -> Result<(Kind, Vec<u8>), FrameError> {
-        let start = self.offset;
-        let mut header = [0u8; HEADER_LEN];
-        let got = read_full(&mut self.inner, &mut header).map_err(FrameError::Io)?;
-        self.offset += got as u64;
-        if got == 0 {
-            return Err(FrameError::Closed);
-        }
-        let malformed = |what: String| FrameError::Malformed {
-            offset: start,
-            what,
-        };
-        if got < HEADER_LEN {
-            return Err(malformed(format!(
-                "truncated header ({got} of {HEADER_LEN} bytes)"
-            )));
-        }
-        if header[0..4] != MAGIC {
-            return Err(malformed(format!("bad magic {:?}", &header[0..4])));
-        }
-        let version = u16::from_le_bytes([header[4], header[5]]);
-        if version != VERSION {
-            return Err(malformed(format!(
-                "protocol version {version}, expected {VERSION}"
-            )));
-        }
-        let kind = Kind::from_u8(header[6])
-            .ok_or_else(|| malformed(format!("unknown frame kind {}", header[6])))?;
-        let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if len > MAX_PAYLOAD {
-            return Err(malformed(format!(
-                "payload of {len} bytes exceeds the limit of {MAX_PAYLOAD}"
-            )));
-        }
-        let mut payload = vec![0u8; len as usize];
-        let got = read_full(&mut self.inner, &mut payload).map_err(FrameError::Io)?;
-        self.offset += got as u64;
-        if got < payload.len() {
-            return Err(malformed(format!(
-                "truncated payload ({got} of {len} bytes)"
-            )));
-        }
-        Ok((kind, payload))
-    }
-}
-
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match r.read(&mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
-
-/// Writes one frame (header and payload in one write where possible).
-pub(crate) fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(payload.len())
+/// A frame header.
+pub(crate) fn header(kind: Kind, flags: u8, len: usize) -> io::Result<[u8; HEADER_LEN]> {
+    let len = u32::try_from(len)
         .ok()
         .filter(|&l| l <= MAX_PAYLOAD)
         .ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "frame payload over the limit")
         })?;
+    let mut h = [0u8; HEADER_LEN];
+    h[0..4].copy_from_slice(&MAGIC);
+    h[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    h[6] = kind as u8;
+    h[7] = flags;
+    h[8..12].copy_from_slice(&len.to_le_bytes());
+    Ok(h)
+}
+
+/// Writes one frame (header and payload in one write where possible).
+pub(crate) fn write_frame(w: &mut impl Write, kind: Kind, payload: &[u8]) -> io::Result<()> {
+    let header = header(kind, 0, payload.len())?;
     let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-    frame.extend_from_slice(&MAGIC);
-    frame.extend_from_slice(&VERSION.to_le_bytes());
-    frame.push(kind as u8);
-    frame.push(0);
-    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(&header);
     frame.extend_from_slice(payload);
     w.write_all(&frame)?;
     w.flush()
@@ -167,6 +129,8 @@ pub(crate) struct Hello {
 /// arguments. (A batch usually calls one function: its name travels once.)
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct RunBatch {
+    /// Payloads above this many bytes go through shared memory (the answer too).
+    pub(crate) max_nbytes: u64,
     pub(crate) functions: Vec<String>,
     pub(crate) first: u64,
     pub(crate) tasks: Vec<(u32, Vec<u8>)>,
@@ -207,6 +171,7 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(kind: &str, bytes: &'a [u8]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixStream;
 
     fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -214,28 +179,38 @@ mod tests {
         v
     }
 
+    /// A channel reading `bytes`, as if a peer had written them.
+    fn reading(bytes: &[u8]) -> Channel {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(bytes).unwrap();
+        drop(a);
+        Channel::new(b, DEFAULT_THRESHOLD)
+    }
+
     #[test]
     fn frames_round_trip() {
         let mut bytes = frame(Kind::Hello, b"abc");
         bytes.extend(frame(Kind::BatchDone, &[]));
-        let mut r = FrameReader::new(&bytes[..]);
-        assert_eq!(r.read().unwrap(), (Kind::Hello, b"abc".to_vec()));
-        assert_eq!(r.read().unwrap(), (Kind::BatchDone, vec![]));
-        assert!(matches!(r.read(), Err(FrameError::Closed)));
+        let mut r = reading(&bytes);
+        let (k, p) = r.recv().unwrap();
+        assert_eq!((k, &*p), (Kind::Hello, &b"abc"[..]));
+        let (k, p) = r.recv().unwrap();
+        assert_eq!((k, p.len()), (Kind::BatchDone, 0));
+        assert!(matches!(r.recv(), Err(FrameError::Closed)));
     }
 
     #[test]
     fn garbage_is_reported_with_its_offset() {
         let good = frame(Kind::Hello, b"abc");
         let check = |bytes: Vec<u8>, expect: &str| {
-            let mut r = FrameReader::new(&bytes[..]);
-            let _ = r.read().unwrap();
-            match r.read() {
+            let mut r = reading(&bytes);
+            let _ = r.recv().unwrap();
+            match r.recv() {
                 Err(FrameError::Malformed { offset, what }) => {
                     assert_eq!(offset, good.len() as u64);
                     assert!(what.contains(expect), "{what}");
                 }
-                other => panic!("{other:?}"),
+                other => panic!("{:?}", other.map(|(k, _)| k)),
             }
         };
         let mut truncated = good.clone();
@@ -262,5 +237,19 @@ mod tests {
         f[6] = 77;
         kind.extend(f);
         check(kind, "unknown frame kind 77");
+        let mut flags = good.clone();
+        let mut f = frame(Kind::Hello, b"");
+        f[7] = 0x80;
+        flags.extend(f);
+        check(flags, "unknown flags");
+    }
+
+    #[test]
+    fn undecodable_messages_are_errors_not_panics() {
+        let e = decode::<RunBatch>("RunBatch", &[0xff, 0xff, 0xff]).unwrap_err();
+        assert!(
+            e.to_string().contains("undecodable RunBatch message"),
+            "{e}"
+        );
     }
 }

@@ -62,13 +62,23 @@ impl ClockCells for status::StatusPage {
 /// Runs batches in one worker process, for one call; gives the worker back when dropped.
 pub(crate) struct ProcessRunner {
     worker: Option<Worker>,
+    /// Payloads above this size travel through shared memory.
+    max_nbytes: usize,
 }
 
 /// Checks out `n` workers whose native thread pools are limited to `thread_limit` threads.
-pub(crate) fn runners(n: usize, thread_limit: usize) -> Result<Vec<ProcessRunner>, StartError> {
-    Ok(pool::checkout(n, thread_limit)?
+pub(crate) fn runners(
+    n: usize,
+    thread_limit: usize,
+    max_nbytes: usize,
+) -> Result<Vec<ProcessRunner>, StartError> {
+    let workers = pool::checkout(n, thread_limit)?;
+    Ok(workers
         .into_iter()
-        .map(|w| ProcessRunner { worker: Some(w) })
+        .map(|w| ProcessRunner {
+            worker: Some(w),
+            max_nbytes,
+        })
         .collect())
 }
 
@@ -154,22 +164,22 @@ impl<J: Job> Runner<J> for ProcessRunner {
             decoders.push((wire.decode_value, wire.decode_error));
         }
         let message = RunBatch {
+            max_nbytes: self.max_nbytes as u64,
             functions: functions.iter().map(|s| s.to_string()).collect(),
             first: first as u64,
             tasks,
         };
         let worker = self.worker.as_mut().expect("checked above");
         worker.status.cells()[0].store(0, std::sync::atomic::Ordering::Release);
-        if protocol::write_frame(
-            &mut worker.writer,
-            Kind::RunBatch,
-            &protocol::encode(&message),
-        )
-        .is_err()
+        worker.channel.set_threshold(self.max_nbytes);
+        if worker
+            .channel
+            .send(Kind::RunBatch, &protocol::encode(&message))
+            .is_err()
         {
             return self.died(first, Vec::new());
         }
-        let done: BatchDone = match worker.reader.read() {
+        let done: BatchDone = match worker.channel.recv() {
             Ok((Kind::BatchDone, payload)) => match protocol::decode("BatchDone", &payload) {
                 Ok(d) => d,
                 Err(e) => return self.garbled(first, e),

@@ -5,7 +5,7 @@
 //! `python -m joblet._worker` here); everything after `exec` speaks the same protocol.
 
 use super::status::StatusPage;
-use crate::protocol::{self, FrameError, FrameReader, Hello, Kind};
+use crate::protocol::{self, Channel, FrameError, Hello, Kind, DEFAULT_THRESHOLD};
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -157,8 +157,7 @@ impl Process {
 /// A running worker, as the parent holds it.
 pub(crate) struct Worker {
     pub(crate) process: Arc<Process>,
-    pub(crate) reader: FrameReader<UnixStream>,
-    pub(crate) writer: UnixStream,
+    pub(crate) channel: Channel,
     pub(crate) status: Arc<StatusPage>,
     /// The thread limit it was started with (its environment cannot change later).
     pub(crate) thread_limit: usize,
@@ -256,10 +255,9 @@ pub(crate) fn handshake(
     stream
         .set_read_timeout(Some(HANDSHAKE))
         .map_err(|e| fail(e.to_string()))?;
-    let writer = stream.try_clone().map_err(|e| fail(e.to_string()))?;
-    let mut reader = FrameReader::new(stream);
-    match reader.read() {
-        Ok((Kind::Hello, payload)) if protocol::decode::<Hello>("Hello", &payload).is_ok() => {}
+    let mut channel = Channel::new(stream, DEFAULT_THRESHOLD);
+    match channel.recv() {
+        Ok((Kind::Hello, ref payload)) if protocol::decode::<Hello>("Hello", payload).is_ok() => {}
         Ok((kind, _)) => return Err(fail(format!("it sent {kind:?} instead of Hello"))),
         Err(FrameError::Closed) => {
             return Err(fail(
@@ -275,14 +273,13 @@ pub(crate) fn handshake(
             )))
         }
     }
-    reader
-        .get_mut()
+    channel
+        .stream()
         .set_read_timeout(None)
         .map_err(|e| fail(e.to_string()))?;
     Ok(Worker {
         process,
-        reader,
-        writer,
+        channel,
         status: Arc::new(status),
         thread_limit,
     })

@@ -3,10 +3,12 @@
 
 use super::spawn::{ENV_IDLE_MS, ENV_PROTOCOL_FD, ENV_STATUS_FD};
 use super::status::StatusPage;
-use crate::protocol::{self, BatchDone, BatchEnd, FrameError, FrameReader, Hello, Kind, RunBatch};
+use crate::protocol::{
+    self, BatchDone, BatchEnd, Channel, FrameError, Hello, Kind, RunBatch, DEFAULT_THRESHOLD,
+};
 use crate::remote::{lookup, Called};
 use crate::scheduler::monotonic_ns;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -74,17 +76,13 @@ fn serve(fd: Option<i32>) -> io::Result<()> {
     // The parent ends idle workers itself (and reaps them); this only guards against a
     // parent that stopped reaping, well after the parent's own deadline so the two never race.
     stream.set_read_timeout(idle.map(|d| d * 2 + Duration::from_secs(10)))?;
-    let mut writer = stream.try_clone()?;
-    protocol::write_frame(
-        &mut writer,
-        Kind::Hello,
-        &protocol::encode(&Hello {
-            pid: std::process::id(),
-        }),
-    )?;
-    let mut reader = FrameReader::new(stream);
+    let mut channel = Channel::new(stream, DEFAULT_THRESHOLD);
+    let hello = protocol::encode(&Hello {
+        pid: std::process::id(),
+    });
+    channel.send(Kind::Hello, &hello)?;
     loop {
-        let (kind, payload) = match reader.read() {
+        let (kind, payload) = match channel.recv() {
             Ok(frame) => frame,
             // The parent is gone (or dropped this worker): exit quietly.
             Err(FrameError::Closed) => return Ok(()),
@@ -106,9 +104,12 @@ fn serve(fd: Option<i32>) -> io::Result<()> {
         }
         let batch: RunBatch =
             protocol::decode("RunBatch", &payload).map_err(|e| io::Error::other(e.to_string()))?;
+        channel.set_threshold(usize::try_from(batch.max_nbytes).unwrap_or(usize::MAX));
         let done = run_batch(batch, &status);
-        protocol::write_frame(&mut writer, Kind::BatchDone, &protocol::encode(&done))?;
-        writer.flush()?;
+        channel.send(Kind::BatchDone, &protocol::encode(&done))?;
+        // Only now is the batch over: a crash while encoding or sending the answer is still
+        // charged to its last task.
+        status.cells()[0].store(0, Ordering::Release);
     }
 }
 
@@ -150,6 +151,5 @@ fn run_batch(batch: RunBatch, status: &StatusPage) -> BatchDone {
             }
         }
     }
-    running.store(0, Ordering::Release);
     BatchDone { values, end }
 }

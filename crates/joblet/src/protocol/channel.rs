@@ -1,0 +1,359 @@
+//! Frames over a Unix socket, with big payloads moved through shared memory: a payload above
+//! the threshold is written to a memfd whose descriptor travels with the frame header
+//! (`SCM_RIGHTS`); the receiver maps it instead of reading it through the socket.
+//!
+//! A memfd has no name (nothing appears in `/dev/shm`) and the kernel frees it when the last
+//! descriptor and mapping are gone, so a crash on either side cannot leak a segment.
+
+use super::{parse_header, FrameError, Kind, FLAG_SHARED, HEADER_LEN};
+use std::io::{self, Read, Write};
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::ptr::NonNull;
+
+/// Below this size a payload is copied through the socket (joblib's `max_nbytes` default).
+pub(crate) const DEFAULT_THRESHOLD: usize = 1 << 20;
+
+/// A received payload: bytes read from the socket, or a mapping of the sender's memfd.
+pub(crate) enum Payload {
+    Inline(Vec<u8>),
+    Shared(Mapping),
+}
+
+impl Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Inline(v) => v,
+            Payload::Shared(m) => m,
+        }
+    }
+}
+
+/// A read-only mapping of a received memfd.
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is private to this process, read-only, and unmapped only on drop.
+unsafe impl Send for Mapping {}
+
+impl Deref for Mapping {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives; the memfd is
+        // sealed against shrinking (see `shared_copy`), so the pages cannot vanish under us.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map_fd` mapped.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// One end of a parent-worker connection.
+pub(crate) struct Channel {
+    stream: UnixStream,
+    /// Bytes received so far, to say where a malformed frame starts.
+    offset: u64,
+    threshold: usize,
+}
+
+impl Channel {
+    pub(crate) fn new(stream: UnixStream, threshold: usize) -> Self {
+        Channel {
+            stream,
+            offset: 0,
+            threshold,
+        }
+    }
+
+    pub(crate) fn stream(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    pub(crate) fn set_threshold(&mut self, threshold: usize) {
+        self.threshold = threshold;
+    }
+
+    /// Sends one frame; a payload above the threshold goes through shared memory.
+    pub(crate) fn send(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
+        if payload.len() <= self.threshold {
+            return super::write_frame(&mut self.stream, kind, payload);
+        }
+        let memfd = shared_copy(payload)?;
+        let header = super::header(kind, FLAG_SHARED, payload.len())?;
+        send_with_fd(&self.stream, &header, memfd.as_raw_fd())
+    }
+
+    /// Receives one frame.
+    pub(crate) fn recv(&mut self) -> Result<(Kind, Payload), FrameError> {
+        let start = self.offset;
+        let mut header = [0u8; HEADER_LEN];
+        let (got, fd) = recv_with_fd(&self.stream, &mut header).map_err(FrameError::Io)?;
+        if got == 0 {
+            return Err(FrameError::Closed);
+        }
+        let mut got = got;
+        while got < HEADER_LEN {
+            match self.stream.read(&mut header[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        self.offset += got as u64;
+        let malformed = |what: String| FrameError::Malformed {
+            offset: start,
+            what,
+        };
+        if got < HEADER_LEN {
+            return Err(malformed(format!(
+                "truncated header ({got} of {HEADER_LEN} bytes)"
+            )));
+        }
+        let (kind, flags, len) = parse_header(&header).map_err(malformed)?;
+        if flags & FLAG_SHARED != 0 {
+            let fd = fd.ok_or_else(|| {
+                malformed("a shared-memory frame came without its descriptor".into())
+            })?;
+            let mapping = map_fd(&fd, len as usize).map_err(|e| {
+                malformed(format!("cannot map the shared payload of {len} bytes: {e}"))
+            })?;
+            return Ok((kind, Payload::Shared(mapping)));
+        }
+        let mut payload = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < payload.len() {
+            match self.stream.read(&mut payload[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        self.offset += done as u64;
+        if done < payload.len() {
+            return Err(malformed(format!(
+                "truncated payload ({done} of {len} bytes)"
+            )));
+        }
+        Ok((kind, Payload::Inline(payload)))
+    }
+}
+
+impl Write for Channel {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// A memfd holding a copy of `bytes`, sealed so that the receiver's mapping stays valid.
+fn shared_copy(bytes: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated name and valid flags; the result is checked.
+    let raw = unsafe {
+        libc::memfd_create(
+            c"joblet-payload".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    let fd = OwnedFd::from(file);
+    // SAFETY: fcntl on a valid memfd created with MFD_ALLOW_SEALING.
+    let sealed = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE,
+        )
+    };
+    if sealed != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
+    // The sender sealed the memfd's size; a smaller file than announced would fault on access.
+    // SAFETY: fstat into a zeroed struct on a valid descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if (st.st_size as u64) < len as u64 {
+        return Err(io::Error::other(format!(
+            "the file holds {} bytes",
+            st.st_size
+        )));
+    }
+    if len == 0 {
+        return Ok(Mapping {
+            ptr: NonNull::dangling(),
+            len: 0,
+        });
+    }
+    // SAFETY: mapping `len` bytes of a file at least that long, read-only and private.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+    Ok(Mapping { ptr, len })
+}
+
+/// Sends `data` with one descriptor attached.
+fn send_with_fd(stream: &UnixStream, data: &[u8], fd: RawFd) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; all pointers set below point into live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer has room for one cmsg carrying one fd (CMSG_SPACE above).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+    }
+    loop {
+        // SAFETY: a valid socket and a fully initialized msghdr.
+        let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if sent >= 0 {
+            if (sent as usize) < data.len() {
+                // The descriptor went with the first bytes; the rest is plain data.
+                let mut s = stream;
+                s.write_all(&data[sent as usize..])?;
+            }
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Receives into `buf`, and the descriptor that came with these bytes, if any.
+fn recv_with_fd(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for a few descriptors: a peer sending more than one is refused below, not ignored
+    // into a leak (each one received is owned and closed).
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE((4 * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: msghdr is plain data; all pointers set below point into live buffers.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let got = loop {
+        // SAFETY: a valid socket and msghdr; MSG_CMSG_CLOEXEC keeps received fds from leaking
+        // into programs we start.
+        let n = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: walking the control buffer the kernel filled, with the CMSG_* accessors.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..n {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > 1 {
+        return Err(io::Error::other(
+            "the peer attached more descriptors than the protocol allows",
+        ));
+    }
+    Ok((got, fds.pop()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn big_payloads_travel_through_shared_memory_and_small_ones_inline() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Channel::new(a, 1024), Channel::new(b, 1024));
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        tx.send(Kind::BatchDone, b"small").unwrap();
+        tx.send(Kind::RunBatch, &big).unwrap();
+        tx.send(Kind::Hello, &[]).unwrap();
+        let (k, p) = rx.recv().unwrap();
+        assert!(matches!(p, Payload::Inline(_)) && k == Kind::BatchDone && &*p == b"small");
+        let (k, p) = rx.recv().unwrap();
+        assert!(matches!(p, Payload::Shared(_)) && k == Kind::RunBatch);
+        assert!(*p == big[..]);
+        let (k, p) = rx.recv().unwrap();
+        assert!(k == Kind::Hello && p.is_empty());
+        drop(tx);
+        assert!(matches!(rx.recv(), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn a_shared_frame_without_its_descriptor_is_malformed() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut raw = a;
+        raw.write_all(&super::super::header(Kind::Hello, FLAG_SHARED, 10).unwrap())
+            .unwrap();
+        let mut rx = Channel::new(b, 1024);
+        match rx.recv() {
+            Err(FrameError::Malformed { offset: 0, what }) => {
+                assert!(what.contains("without its descriptor"), "{what}")
+            }
+            other => panic!("{:?}", other.map(|(k, _)| k)),
+        }
+    }
+}
