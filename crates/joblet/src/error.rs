@@ -183,6 +183,19 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The text of a panic payload, which is then dropped without letting a panic in its own
+/// `Drop` escape (a payload is user data: its destructor may panic too).
+pub(crate) fn take_panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = panic_message(&*payload);
+    if let Err(again) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)))
+    {
+        // The second payload could misbehave the same way: leak it rather than risk it.
+        std::mem::forget(again);
+    }
+    message
+}
+
 /// The text of a panic payload: the `&str` or `String` passed to `panic!`, else a placeholder.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

@@ -4,7 +4,7 @@ use crate::backend::processes;
 use crate::backend::{Backend, Here};
 use crate::config::{effective_n_jobs, BatchSize, PreDispatch};
 use crate::context::{nesting_depth, CancelToken};
-use crate::error::{panic_message, ConfigError, Error, Failure};
+use crate::error::{take_panic_message, ConfigError, Error, Failure};
 use crate::progress::{Callback, Progress, Reporter};
 use crate::scheduler::batching::BatchSizer;
 use crate::scheduler::feed::{Feed, Input};
@@ -40,8 +40,12 @@ use std::time::Duration;
 /// Tasks must be `Send + 'static`: a call that fails returns at once, while its running tasks
 /// finish on worker threads, so tasks cannot borrow from the caller's stack. Move owned data in
 /// (or an `Arc` of it). The input iterator of [`run`](Self::run) and the other methods that
-/// return a `Vec` may borrow (`data.iter().map(..)`); the lazy iterators need an owned input,
-/// since they outlive the call that made them. A `Parallel` can be reused for many calls.
+/// return a `Vec` may borrow (`data.iter().map(|x| ..)`, as long as the tasks it yields own
+/// what they need); the lazy iterators need an owned input, since they outlive the call that
+/// made them. A `Parallel` can be reused for many calls.
+///
+/// An input that produces items only as results come back (a request/response loop) needs
+/// `batch_size(1)`: automatic batching may wait for more items to fill a batch.
 #[derive(Clone, Default)]
 pub struct Parallel {
     n_jobs: Option<i64>,
@@ -195,6 +199,12 @@ impl Parallel {
         plan.workers = plan
             .workers
             .min(jobs.left_at_most().unwrap_or(usize::MAX).max(1));
+        // One worker thread is the caller's thread with extra steps (and a nesting level):
+        // joblib's "effective n_jobs 1 runs in the caller". Worker processes still isolate.
+        if plan.workers == 1 && plan.backend == Backend::Threads {
+            plan.backend = Backend::Sequential;
+            plan.window = None;
+        }
         let cancel = CancelToken::default();
         let sizer = BatchSizer::new(plan.batch_size, plan.backend.ideal_batch_duration());
         let feed = Feed::new(jobs, plan.window, sizer, plan.workers, cancel.clone());
@@ -265,7 +275,8 @@ impl Parallel {
 
     /// Runs every task and returns their values in input order (joblib's default,
     /// `return_as="list"`). The first task to panic fails the call with
-    /// [`Error::Panicked`], naming its index; no further tasks start.
+    /// [`Error::Panicked`], naming its index; once the failure is seen no further batch is
+    /// dispatched, and tasks of running batches see [`crate::is_cancelled`].
     pub fn run<I, F, T>(&self, tasks: I) -> Result<Vec<T>, Error>
     where
         I: IntoIterator<Item = F>,
@@ -329,7 +340,7 @@ impl Parallel {
                 Ok::<_, Infallible>(match catch_unwind(AssertUnwindSafe(task)) {
                     Ok(Ok(v)) => Ok(v),
                     Ok(Err(e)) => Err(Failure::Error(e)),
-                    Err(payload) => Err(Failure::Panic(panic_message(&*payload))),
+                    Err(payload) => Err(Failure::Panic(take_panic_message(payload))),
                 })
             }
         });

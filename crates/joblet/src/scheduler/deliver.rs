@@ -11,7 +11,9 @@ pub(crate) fn collect_list<T: Send + 'static, E: Send + 'static>(
     mut call: Call<T, E>,
     capacity: usize,
 ) -> Result<Vec<T>, Error<E>> {
-    let mut out: Vec<T> = Vec::with_capacity(capacity);
+    // The input's lower size hint may be huge (`(0..).map(..)` stopped by an error): reserve
+    // no more than a batch's worth up front.
+    let mut out: Vec<T> = Vec::with_capacity(capacity.min(super::batching::MAX_BATCH));
     // Batches cover consecutive indices, so a batch can join `out` once every earlier one has.
     let mut early: BTreeMap<usize, Vec<T>> = BTreeMap::new();
     while let Some(next) = call.next_values() {
@@ -31,8 +33,28 @@ pub(crate) fn collect_list<T: Send + 'static, E: Send + 'static>(
             early.insert(first, values);
         }
     }
-    debug_assert!(early.is_empty(), "a batch was never delivered");
+    if let Some(lost) = lost_results(out.len(), &early, call.total()) {
+        return Err(lost);
+    }
     Ok(out)
+}
+
+/// Every task reports, so a call that ended with results missing (`early` batches waiting for
+/// a gap, or fewer results than input items) is an engine failure: say so rather than return
+/// a short list.
+fn lost_results<T, E>(
+    delivered: usize,
+    early: &BTreeMap<usize, Vec<T>>,
+    total: Option<usize>,
+) -> Option<Error<E>> {
+    if early.is_empty() && total.is_none_or(|t| t == delivered) {
+        return None;
+    }
+    Some(Error::Panicked {
+        index: delivered,
+        message: "the results from this task on were lost: a worker stopped without reporting them"
+            .into(),
+    })
 }
 
 /// Results in input order, computed ahead while the caller consumes them (joblib's
@@ -88,7 +110,7 @@ impl<T: Send + 'static, E: Send + 'static> Iterator for Ordered<T, E> {
             match self.call.next_values() {
                 None => {
                     self.done = true;
-                    return None;
+                    return lost_results(self.next, &self.early, self.call.total()).map(Err);
                 }
                 Some(Err(e)) => {
                     self.done = true;

@@ -5,16 +5,20 @@
 
 use super::batching::BatchSizer;
 use crate::context::CancelToken;
-use crate::error::panic_message;
+use crate::error::take_panic_message;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+use std::time::Instant;
 
 /// Consecutive tasks `first .. first + jobs.len()` of the input, run by one worker.
 pub(crate) struct Batch<J> {
     pub(crate) first: usize,
     pub(crate) jobs: Vec<J>,
+    /// How long pulling the jobs from the input took: part of the batch's cost, so that a
+    /// slow input keeps batches small.
+    pub(crate) pulled_in: Duration,
 }
 
 /// What a worker gets when it asks for work.
@@ -80,13 +84,16 @@ struct FeedState<J> {
     /// Index of the next item the iterator will produce.
     next_index: usize,
     input_done: bool,
+    /// The input's size hint said nothing is left after the last pull.
+    total_hint: bool,
     sizer: BatchSizer,
     workers: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // User code under these locks (the input iterator) runs inside catch_unwind, so poisoning
-    // could only come from a bug in the feed itself; the state is still fit to stop.
+    // User code under these locks (the input iterator's next and size_hint) runs inside
+    // catch_unwind, so poisoning could only come from a bug in the feed itself; the state is
+    // still fit to stop.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -103,6 +110,7 @@ impl<J: Send> Feed<J> {
                 input: Some(input),
                 next_index: 0,
                 input_done: false,
+                total_hint: false,
                 sizer,
                 workers: workers.max(1),
             }),
@@ -153,11 +161,12 @@ impl<J: Send> Feed<J> {
             Ok(Batch {
                 first: st.next_index,
                 jobs: Vec::new(),
+                pulled_in: Duration::ZERO,
             })
         } else {
             st.take_batch()
         };
-        if st.input_done {
+        if st.input_done || st.total_hint {
             self.total.store(st.next_index, Ordering::Release);
         }
         let input_done = st.input_done;
@@ -240,27 +249,44 @@ impl<J> FeedState<J> {
                 return Ok(Batch {
                     first,
                     jobs: Vec::new(),
+                    pulled_in: Duration::ZERO,
                 });
             }
         };
-        let mut size = self.sizer.size();
-        if self.sizer.is_auto() {
-            if let Some(left) = input.left_at_most() {
-                size = size.min(left.div_ceil(2 * self.workers)).max(1);
-            }
-        }
-        let mut jobs = Vec::with_capacity(size);
-        let pulled = catch_unwind(AssertUnwindSafe(|| input.pull(&mut jobs, size)));
+        let size = self.sizer.size();
+        let auto = self.sizer.is_auto();
+        let workers = self.workers;
+        let started = Instant::now();
+        let mut jobs = Vec::new();
+        // Everything that runs user code (the iterator's next and size_hint) is caught here:
+        // a panic must become the call's error, never unwind through the feed's lock.
+        let pulled = catch_unwind(AssertUnwindSafe(|| {
+            let size = match input.left_at_most() {
+                Some(left) if auto => size.min(left.div_ceil(2 * workers)).max(1),
+                _ => size,
+            };
+            jobs.reserve_exact(size);
+            input.pull(&mut jobs, size);
+            (size, input.left_at_most() == Some(0))
+        }));
         self.next_index += jobs.len();
-        if let Err(payload) = pulled {
+        let (size, hint_says_empty) = match pulled {
+            Ok(r) => r,
+            Err(payload) => {
+                self.input_done = true;
+                return Err((self.next_index, take_panic_message(payload)));
+            }
+        };
+        // Only a short pull ends the input: a size hint may be wrong (std allows it). A hint of
+        // zero left publishes the total early, for progress lines.
+        if jobs.len() < size {
             self.input_done = true;
-            return Err((self.next_index, panic_message(&*payload)));
         }
-        // Short, or known to be empty now: the total is known as early as possible (progress
-        // lines show "out of N" sooner, and no worker pulls an empty batch to find out).
-        if jobs.len() < size || input.left_at_most() == Some(0) {
-            self.input_done = true;
-        }
-        Ok(Batch { first, jobs })
+        self.total_hint = hint_says_empty;
+        Ok(Batch {
+            first,
+            jobs,
+            pulled_in: started.elapsed(),
+        })
     }
 }

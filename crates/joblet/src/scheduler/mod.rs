@@ -114,7 +114,7 @@ pub(crate) fn run_here<J: Job>(
     }));
     ctx.clock.idle();
     let end = outcome.unwrap_or_else(|payload| {
-        BatchEnd::Failed(Failure::Panic(crate::error::panic_message(&*payload)))
+        BatchEnd::Failed(Failure::Panic(crate::error::take_panic_message(payload)))
     });
     BatchReport { first, values, end }
 }
@@ -169,17 +169,20 @@ impl<J: Job> CallShared<J> {
 
 /// One step of a worker slot: take a batch, run it, report it through `emit`. Returns `false`
 /// when there is nothing more to do (input exhausted, call stopped, or nobody listening).
-/// `last` carries the size and duration of the slot's previous batch, for automatic sizing.
+/// `last` carries the size and duration of the slot's previous batch, for automatic sizing;
+/// `current` holds the first index of the batch being run, if any.
 pub(crate) fn step<J: Job>(
     shared: &CallShared<J>,
     ctx: &RunContext,
     runner: &mut dyn Runner<J>,
     last: &mut Option<(usize, Duration)>,
+    current: &mut Option<usize>,
     emit: &mut dyn FnMut(Msg<J::Output, J::Error>) -> bool,
 ) -> bool {
     match shared.feed.next_batch(last.take()) {
         Pull::Batch(batch) => {
-            let (first, len) = (batch.first, batch.jobs.len());
+            let (first, len, pulled_in) = (batch.first, batch.jobs.len(), batch.pulled_in);
+            *current = Some(first);
             if shared.report_dispatch && !emit(Msg::Started { first, len }) {
                 return false;
             }
@@ -188,7 +191,8 @@ pub(crate) fn step<J: Job>(
             slot.set_busy(true);
             let report = runner.run_batch(batch, ctx);
             slot.set_busy(false);
-            *last = Some((len, started.elapsed()));
+            *last = Some((len, pulled_in + started.elapsed()));
+            *current = None;
             emit(Msg::Done(report))
         }
         Pull::Done | Pull::Stopped => false,
@@ -209,7 +213,27 @@ fn work<J: Job>(
     let _worker = EnterWorker::new(shared.depth, shared.cancel.clone());
     let ctx = shared.context(slot);
     let mut last = None;
-    while step(shared, &ctx, runner, &mut last, &mut |m| tx.send(m).is_ok()) {}
+    let mut current = None;
+    let looped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while step(shared, &ctx, runner, &mut last, &mut current, &mut |m| {
+            tx.send(m).is_ok()
+        }) {}
+    }));
+    // Task panics are caught per batch; reaching here means the engine itself (or a runner)
+    // panicked. The batch must not vanish: report it as failed, so the call ends with an
+    // error instead of returning fewer results than tasks.
+    if let Err(payload) = looped {
+        let message = format!(
+            "a joblet worker thread failed while running this batch: {}",
+            crate::error::take_panic_message(payload)
+        );
+        let first = current.unwrap_or(0);
+        let _ = tx.send(Msg::Done(BatchReport {
+            first,
+            values: Vec::new(),
+            end: BatchEnd::Failed(Failure::Panic(message)),
+        }));
+    }
 }
 
 /// Runs one batch in the caller's thread, queueing its messages; `false` when none was left.
@@ -344,8 +368,9 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
         }
     }
 
-    /// Runs the call in the caller's thread, one batch at a time, as results are needed.
-    /// `shared` must have an unbounded window: nobody else would free a slot.
+    /// Runs the call in the caller's thread, one batch at a time, as results are needed. The
+    /// caller consumes each batch before it asks for the next, so it never holds more than
+    /// one window slot: any window works.
     pub(crate) fn inline<J>(
         shared: Arc<CallShared<J>>,
         mut runner: Box<dyn Runner<J>>,
@@ -357,13 +382,21 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
         let worker = shared.clone();
         let ctx = shared.context(0);
         let mut last = None;
+        let mut current = None;
         let step = Box::new(move |queue: &mut VecDeque<Msg<T, E>>| {
             // No worker context: as in joblib, running in the caller's thread does not count as
             // a level of nesting, and the tasks keep the caller's own cancellation (if any).
-            step(&worker, &ctx, &mut *runner, &mut last, &mut |m| {
-                queue.push_back(m);
-                true
-            });
+            step(
+                &worker,
+                &ctx,
+                &mut *runner,
+                &mut last,
+                &mut current,
+                &mut |m| {
+                    queue.push_back(m);
+                    true
+                },
+            );
             !queue.is_empty()
         });
         let timeout = shared.timeout;
@@ -381,6 +414,11 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
 
     pub(crate) fn release(&self, batches: usize) {
         self.control.release(batches);
+    }
+
+    /// The number of input items, once known.
+    pub(crate) fn total(&self) -> Option<usize> {
+        self.control.total()
     }
 
     /// A guard that takes the input iterator away from the workers when it is dropped.

@@ -146,7 +146,7 @@ fn run_batch(batch: RunBatch, status: &StatusPage) -> BatchDone {
                 break;
             }
             Err(payload) => {
-                end = BatchEnd::Panic(crate::error::panic_message(&*payload));
+                end = BatchEnd::Panic(crate::error::take_panic_message(payload));
                 break;
             }
         }
