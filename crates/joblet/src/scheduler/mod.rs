@@ -58,9 +58,10 @@ pub(crate) enum Msg<T, E> {
         index: usize,
         message: String,
     },
-    /// Made by the coordinator itself: task `index` is past its timeout.
+    /// Made by the coordinator itself: task `index`, on `slot`, is past its timeout.
     Overdue {
         index: usize,
+        slot: usize,
     },
 }
 
@@ -259,11 +260,13 @@ pub(crate) trait Control: Send + Sync {
     fn detach_input(&self);
     fn stop(&self);
     fn total(&self) -> Option<usize>;
-    /// `Err(index)` of a task running for longer than `timeout`, else `Ok(wait)`: how long
-    /// until the next running task could become overdue.
-    fn overdue(&self, timeout: Duration) -> Result<Duration, usize>;
+    /// `Err((index, slot))` of a task running for longer than `timeout`, else `Ok(wait)`: how
+    /// long until the next running task could become overdue.
+    fn overdue(&self, timeout: Duration) -> Result<Duration, (usize, usize)>;
     /// Kills the workers (processes) that are running a batch now.
     fn kill_busy(&self);
+    /// Kills the worker of one slot if it is running a batch.
+    fn kill_slot(&self, slot: usize);
 }
 
 impl<J: Job> Control for CallShared<J> {
@@ -285,18 +288,24 @@ impl<J: Job> Control for CallShared<J> {
         }
     }
 
+    fn kill_slot(&self, slot: usize) {
+        if let Some(slot) = self.slots.get(slot) {
+            slot.kill_if_busy();
+        }
+    }
+
     fn total(&self) -> Option<usize> {
         self.feed.total()
     }
 
-    fn overdue(&self, timeout: Duration) -> Result<Duration, usize> {
+    fn overdue(&self, timeout: Duration) -> Result<Duration, (usize, usize)> {
         let mut wait = timeout;
-        for slot in &self.slots {
+        for (i, slot) in self.slots.iter().enumerate() {
             let clock = &slot.clock;
             if let Some(index) = clock.running() {
                 let ran = clock.elapsed();
                 if ran > timeout {
-                    return Err(index);
+                    return Err((index, i));
                 }
                 wait = wait.min(timeout - ran);
             }
@@ -441,7 +450,7 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                 loop {
                     let wait = match self.control.overdue(timeout) {
                         Ok(wait) => wait,
-                        Err(index) => return Some(Msg::Overdue { index }),
+                        Err((index, slot)) => return Some(Msg::Overdue { index, slot }),
                     };
                     // A millisecond of slack so that a wake-up lands after the deadline.
                     match rx.recv_timeout(wait + Duration::from_millis(1)) {
@@ -473,9 +482,12 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                 Msg::InputFailed { index, message } => {
                     return Some(Err(self.fail(Error::Input { index, message })));
                 }
-                Msg::Overdue { index } => {
+                Msg::Overdue { index, slot } => {
+                    // Only the stuck worker is killed; the others finish their batch (their
+                    // results are dropped) and go back to the pool.
+                    self.control.kill_slot(slot);
                     let timeout = self.timeout.unwrap_or_default();
-                    return Some(Err(self.fail(Error::TimedOut { index, timeout })));
+                    return Some(Err(self.fail_only(Error::TimedOut { index, timeout })));
                 }
                 Msg::Done(report) => {
                     let BatchReport { first, values, end } = report;
@@ -519,11 +531,16 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
         None
     }
 
+    /// Ends the call with `error` and kills the busy worker processes, as loky does on a
+    /// failure: the caller does not wait for them, and the pool starts fresh ones.
     fn fail(&mut self, error: Error<E>) -> Error<E> {
-        self.control.stop();
-        // As loky does: a failed call kills its busy worker processes rather than wait for
-        // them; the pool starts fresh ones for the next call.
         self.control.kill_busy();
+        self.fail_only(error)
+    }
+
+    /// Ends the call with `error`, leaving running batches to finish on their own.
+    fn fail_only(&mut self, error: Error<E>) -> Error<E> {
+        self.control.stop();
         if let Some(index) = error.index() {
             let total = self.control.total();
             self.reporter.report(Event::Failed { index }, total);
