@@ -30,6 +30,7 @@
 //!   **nesting** (calls inside tasks run sequentially).
 
 mod backend;
+mod buffer;
 mod config;
 mod context;
 mod cpu;
@@ -44,6 +45,7 @@ mod task;
 pub use backend::processes::worker::worker_hook;
 pub use backend::processes::WorkerExit;
 pub use backend::Backend;
+pub use buffer::Buffer;
 pub use config::{BatchSize, PreDispatch};
 pub use context::{is_cancelled, nesting_depth};
 pub use cpu::cpu_count;

@@ -62,6 +62,79 @@ pub(crate) struct Channel {
     /// Bytes received so far, to say where a malformed frame starts.
     offset: u64,
     threshold: usize,
+    /// The shared memory big messages are encoded into, kept from one message to the next.
+    outbox: Option<Outbox>,
+}
+
+/// A memfd of `capacity` bytes mapped writable in the sender.
+///
+/// Reusing it is sound because the protocol is strictly request/response: the receiver has
+/// finished reading one message before the other side sends the next, and it maps the memfd
+/// anew for every message. The memfd is sealed against shrinking, so a receiver's mapping can
+/// never lose its pages (no SIGBUS), whatever the sender does.
+struct Outbox {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    capacity: usize,
+}
+
+// SAFETY: the mapping belongs to this Outbox alone and is unmapped on drop.
+unsafe impl Send for Outbox {}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping made in `Outbox::new`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.capacity) };
+    }
+}
+
+/// Outboxes above this size are not kept after the message that needed them.
+const KEEP_OUTBOX: usize = 256 << 20;
+
+impl Outbox {
+    fn new(capacity: usize) -> io::Result<Self> {
+        // SAFETY: a NUL-terminated name and valid flags; the result is checked.
+        let raw = unsafe {
+            libc::memfd_create(
+                c"joblet-payload".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate and fcntl on the valid memfd we own.
+        unsafe {
+            if libc::ftruncate(fd.as_raw_fd(), capacity as libc::off_t) != 0
+                || libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: mapping `capacity` bytes of a file exactly that long, shared, writable.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                capacity,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Outbox { fd, ptr, capacity })
+    }
+
+    fn bytes(&mut self, len: usize) -> &mut [u8] {
+        // SAFETY: the mapping holds `capacity >= len` writable bytes, owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len) }
+    }
 }
 
 impl Channel {
@@ -70,7 +143,34 @@ impl Channel {
             stream,
             offset: 0,
             threshold,
+            outbox: None,
         }
+    }
+
+    /// Sends `message` encoded: inline when small, else encoded in place into the shared
+    /// outbox (no intermediate buffer).
+    pub(crate) fn send_message<T: serde::Serialize>(
+        &mut self,
+        kind: Kind,
+        message: &T,
+    ) -> io::Result<()> {
+        let size = postcard::experimental::serialized_size(message).map_err(io::Error::other)?;
+        if size <= self.threshold {
+            return super::write_frame(&mut self.stream, kind, &super::encode(message));
+        }
+        if self.outbox.as_ref().is_none_or(|o| o.capacity < size) {
+            self.outbox = None;
+            // Round up, so that slowly growing messages do not remap every time.
+            self.outbox = Some(Outbox::new(size.next_power_of_two())?);
+        }
+        let outbox = self.outbox.as_mut().expect("just made");
+        postcard::to_slice(message, outbox.bytes(size)).map_err(io::Error::other)?;
+        let header = super::header(kind, FLAG_SHARED, size)?;
+        let sent = send_with_fd(&self.stream, &header, outbox.fd.as_raw_fd());
+        if outbox.capacity > KEEP_OUTBOX {
+            self.outbox = None;
+        }
+        sent
     }
 
     pub(crate) fn stream(&self) -> &UnixStream {
@@ -81,14 +181,9 @@ impl Channel {
         self.threshold = threshold;
     }
 
-    /// Sends one frame; a payload above the threshold goes through shared memory.
+    /// Sends one small frame through the socket (the handshake).
     pub(crate) fn send(&mut self, kind: Kind, payload: &[u8]) -> io::Result<()> {
-        if payload.len() <= self.threshold {
-            return super::write_frame(&mut self.stream, kind, payload);
-        }
-        let memfd = shared_copy(payload)?;
-        let header = super::header(kind, FLAG_SHARED, payload.len())?;
-        send_with_fd(&self.stream, &header, memfd.as_raw_fd())
+        super::write_frame(&mut self.stream, kind, payload)
     }
 
     /// Receives one frame.
@@ -157,37 +252,6 @@ impl Write for Channel {
     }
 }
 
-/// A memfd holding a copy of `bytes`, sealed so that the receiver's mapping stays valid.
-fn shared_copy(bytes: &[u8]) -> io::Result<OwnedFd> {
-    // SAFETY: a NUL-terminated name and valid flags; the result is checked.
-    let raw = unsafe {
-        libc::memfd_create(
-            c"joblet-payload".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let mut file = std::fs::File::from(fd);
-    file.write_all(bytes)?;
-    let fd = OwnedFd::from(file);
-    // SAFETY: fcntl on a valid memfd created with MFD_ALLOW_SEALING.
-    let sealed = unsafe {
-        libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_ADD_SEALS,
-            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE,
-        )
-    };
-    if sealed != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
 fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
     // The sender sealed the memfd's size; a smaller file than announced would fault on access.
     // SAFETY: fstat into a zeroed struct on a valid descriptor.
@@ -208,12 +272,14 @@ fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
         });
     }
     // SAFETY: mapping `len` bytes of a file at least that long, read-only and private.
+    // MAP_POPULATE maps every page now, in one call, instead of one fault per 4 KiB page as the
+    // decoder reads through it.
     let ptr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ,
-            libc::MAP_PRIVATE,
+            libc::MAP_PRIVATE | libc::MAP_POPULATE,
             fd.as_raw_fd(),
             0,
         )
@@ -322,20 +388,28 @@ fn recv_with_fd(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Bytes;
 
     #[test]
     fn big_payloads_travel_through_shared_memory_and_small_ones_inline() {
         let (a, b) = UnixStream::pair().unwrap();
         let (mut tx, mut rx) = (Channel::new(a, 1024), Channel::new(b, 1024));
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        tx.send(Kind::BatchDone, b"small").unwrap();
-        tx.send(Kind::RunBatch, &big).unwrap();
-        tx.send(Kind::Hello, &[]).unwrap();
+        let bigger: Vec<u8> = big.iter().chain(&big).copied().collect();
+        tx.send_message(Kind::BatchDone, &Bytes(b"small")).unwrap();
+        tx.send_message(Kind::RunBatch, &Bytes(&big)).unwrap();
         let (k, p) = rx.recv().unwrap();
-        assert!(matches!(p, Payload::Inline(_)) && k == Kind::BatchDone && &*p == b"small");
+        assert!(matches!(p, Payload::Inline(_)) && k == Kind::BatchDone);
+        assert_eq!(super::super::decode::<Bytes>("", &p).unwrap().0, b"small");
         let (k, p) = rx.recv().unwrap();
         assert!(matches!(p, Payload::Shared(_)) && k == Kind::RunBatch);
-        assert!(*p == big[..]);
+        assert!(super::super::decode::<Bytes>("", &p).unwrap().0 == &big[..]);
+        drop(p);
+        // The outbox is reused (grown here) once the receiver is done with a message.
+        tx.send_message(Kind::RunBatch, &Bytes(&bigger)).unwrap();
+        let (_, p) = rx.recv().unwrap();
+        assert!(super::super::decode::<Bytes>("", &p).unwrap().0 == &bigger[..]);
+        tx.send(Kind::Hello, &[]).unwrap();
         let (k, p) = rx.recv().unwrap();
         assert!(k == Kind::Hello && p.is_empty());
         drop(tx);

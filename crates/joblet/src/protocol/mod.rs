@@ -126,29 +126,47 @@ pub(crate) struct Hello {
 }
 
 /// Run tasks `first ..`: each names a function of `functions` and carries its encoded
-/// arguments. (A batch usually calls one function: its name travels once.)
+/// arguments. (A batch usually calls one function: its name travels once.) Decoding borrows
+/// the names and arguments from the received frame: no copy of big arguments.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct RunBatch {
+pub(crate) struct RunBatch<'a> {
     /// Payloads above this many bytes go through shared memory (the answer too).
     pub(crate) max_nbytes: u64,
-    pub(crate) functions: Vec<String>,
+    #[serde(borrow)]
+    pub(crate) functions: Vec<&'a str>,
     pub(crate) first: u64,
-    pub(crate) tasks: Vec<(u32, Vec<u8>)>,
+    #[serde(borrow)]
+    pub(crate) tasks: Vec<Task<'a>>,
+}
+
+/// One task of a batch: which function, and its encoded arguments.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Task<'a> {
+    pub(crate) function: u32,
+    #[serde(with = "serde_bytes")]
+    pub(crate) args: &'a [u8],
 }
 
 /// The results of a batch: the encoded values of its first tasks, and how it ended.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct BatchDone {
-    pub(crate) values: Vec<Vec<u8>>,
-    pub(crate) end: BatchEnd,
+pub(crate) struct BatchDone<'a> {
+    #[serde(borrow)]
+    pub(crate) values: Vec<Bytes<'a>>,
+    #[serde(borrow)]
+    pub(crate) end: BatchEnd<'a>,
 }
+
+/// Encoded bytes inside a message: one length and the bytes, borrowed when decoded.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Bytes<'a>(#[serde(with = "serde_bytes")] pub(crate) &'a [u8]);
 
 /// How a batch ended in the worker; failures are about the task after the last value.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum BatchEnd {
+pub(crate) enum BatchEnd<'a> {
     Complete,
     /// The task returned `Err`; its encoded error.
-    Error(Vec<u8>),
+    Error(#[serde(borrow)] Bytes<'a>),
     Panic(String),
     /// The worker could not run the task (unknown function, undecodable arguments, an
     /// unencodable result): a bug or a mismatch between parent and worker, not the task's.

@@ -34,7 +34,7 @@ pub(crate) mod worker;
 pub use spawn::WorkerExit;
 
 use crate::error::Failure;
-use crate::protocol::{self, BatchDone, FrameError, Kind, RunBatch};
+use crate::protocol::{self, BatchDone, FrameError, Kind, RunBatch, Task};
 use crate::scheduler::batching::IdealDuration;
 use crate::scheduler::feed::Batch;
 use crate::scheduler::{BatchEnd, BatchReport, ClockCells, RunContext, Runner, Slot};
@@ -133,7 +133,7 @@ impl<J: Job> Runner<J> for ProcessRunner {
             return broken(Vec::new(), first, "the worker of this slot is gone".into());
         }
         let mut functions: Vec<&'static str> = Vec::new();
-        let mut tasks = Vec::with_capacity(batch.jobs.len());
+        let mut encoded = Vec::with_capacity(batch.jobs.len());
         let mut decoders = Vec::with_capacity(batch.jobs.len());
         for (i, job) in batch.jobs.into_iter().enumerate() {
             let Some(wire) = job.into_wire() else {
@@ -160,30 +160,32 @@ impl<J: Job> Runner<J> for ProcessRunner {
                     functions.len() - 1
                 }
             };
-            tasks.push((f as u32, args));
+            encoded.push((f as u32, args));
             decoders.push((wire.decode_value, wire.decode_error));
         }
         let message = RunBatch {
             max_nbytes: self.max_nbytes as u64,
-            functions: functions.iter().map(|s| s.to_string()).collect(),
+            functions,
             first: first as u64,
-            tasks,
+            tasks: encoded
+                .iter()
+                .map(|(function, args)| Task {
+                    function: *function,
+                    args,
+                })
+                .collect(),
         };
         let worker = self.worker.as_mut().expect("checked above");
         worker.status.cells()[0].store(0, std::sync::atomic::Ordering::Release);
         worker.channel.set_threshold(self.max_nbytes);
-        if worker
-            .channel
-            .send(Kind::RunBatch, &protocol::encode(&message))
-            .is_err()
-        {
+        let sent = worker.channel.send_message(Kind::RunBatch, &message);
+        drop(message);
+        drop(encoded);
+        if sent.is_err() {
             return self.died(first, Vec::new());
         }
-        let done: BatchDone = match worker.channel.recv() {
-            Ok((Kind::BatchDone, payload)) => match protocol::decode("BatchDone", &payload) {
-                Ok(d) => d,
-                Err(e) => return self.garbled(first, e),
-            },
+        let payload = match worker.channel.recv() {
+            Ok((Kind::BatchDone, payload)) => payload,
             Ok((kind, _)) => {
                 let e = FrameError::Malformed {
                     offset: 0,
@@ -196,9 +198,14 @@ impl<J: Job> Runner<J> for ProcessRunner {
             }
             Err(e) => return self.garbled(first, e),
         };
+        // The values are decoded straight from the received frame (often a shared mapping).
+        let done: BatchDone = match protocol::decode("BatchDone", &payload) {
+            Ok(d) => d,
+            Err(e) => return self.garbled(first, e),
+        };
         let mut values = Vec::with_capacity(done.values.len());
         for (i, bytes) in done.values.iter().enumerate() {
-            match (decoders[i].0)(bytes) {
+            match (decoders[i].0)(bytes.0) {
                 Ok(v) => values.push(v),
                 Err(e) => {
                     return broken(values, first + i, format!("cannot decode the result: {e}"))
@@ -210,7 +217,7 @@ impl<J: Job> Runner<J> for ProcessRunner {
             protocol::BatchEnd::Complete => BatchEnd::Complete,
             protocol::BatchEnd::Panic(message) => BatchEnd::Failed(Failure::Panic(message)),
             protocol::BatchEnd::Error(bytes) => {
-                match decoders.get(values.len()).map(|d| (d.1)(&bytes)) {
+                match decoders.get(values.len()).map(|d| (d.1)(bytes.0)) {
                     Some(Ok(e)) => BatchEnd::Failed(Failure::Error(e)),
                     Some(Err(e)) => BatchEnd::Broken {
                         index: at,
