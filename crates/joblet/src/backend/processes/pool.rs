@@ -104,22 +104,22 @@ pub(crate) fn set_idle_timeout(timeout: Duration) {
 }
 
 /// Takes `n` workers started with `thread_limit`: idle ones first, new ones for the rest.
-/// Idle workers with another limit (a call with another `n_jobs`) are ended: the pool
-/// resizes to the calls it serves.
+/// Idle workers that this call does not use are ended: the pool resizes to the call's
+/// `n_jobs`.
 pub(crate) fn checkout(n: usize, thread_limit: usize) -> Result<Vec<Worker>, StartError> {
     let (mut workers, stale, requests, idle) = {
         let mut guard = pool();
         let pool = guard.as_mut().expect("pool() creates the pool");
         let mut workers = Vec::with_capacity(n);
         let mut stale = Vec::new();
-        for i in pool.idle.drain(..).collect::<Vec<_>>() {
+        // Reuse what fits; end the rest: workers with another thread limit, and those beyond
+        // this call's n_jobs (the pool shrinks to the calls it serves, as loky's does).
+        for i in pool.idle.drain(..) {
             if workers.len() < n
                 && i.worker.thread_limit == thread_limit
                 && i.worker.process.is_alive()
             {
                 workers.push(i.worker);
-            } else if i.worker.thread_limit == thread_limit && i.worker.process.is_alive() {
-                pool.idle.push(i);
             } else {
                 stale.push(i.worker);
             }
