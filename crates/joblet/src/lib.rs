@@ -40,6 +40,7 @@ mod progress;
 mod protocol;
 mod remote;
 mod scheduler;
+mod shm;
 mod task;
 
 pub use backend::processes::worker::worker_hook;

@@ -6,11 +6,11 @@
 //! descriptor and mapping are gone, so a crash on either side cannot leak a segment.
 
 use super::{parse_header, FrameError, Kind, FLAG_SHARED, HEADER_LEN};
+use crate::shm::{self, Access, Mapping};
 use std::io::{self, Read, Write};
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::ptr::NonNull;
 
 /// Below this size a payload is copied through the socket (joblib's `max_nbytes` default).
 pub(crate) const DEFAULT_THRESHOLD: usize = 1 << 20;
@@ -26,33 +26,8 @@ impl Deref for Payload {
     fn deref(&self) -> &[u8] {
         match self {
             Payload::Inline(v) => v,
-            Payload::Shared(m) => m,
+            Payload::Shared(m) => m.bytes(),
         }
-    }
-}
-
-/// A read-only mapping of a received memfd.
-pub(crate) struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is private to this process, read-only, and unmapped only on drop.
-unsafe impl Send for Mapping {}
-
-impl Deref for Mapping {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives; the memfd is
-        // sealed against shrinking (see `shared_copy`), so the pages cannot vanish under us.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map_fd` mapped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
@@ -66,26 +41,15 @@ pub(crate) struct Channel {
     outbox: Option<Outbox>,
 }
 
-/// A memfd of `capacity` bytes mapped writable in the sender.
+/// A memfd mapped writable in the sender, kept from one large message to the next.
 ///
 /// Reusing it is sound because the protocol is strictly request/response: the receiver has
 /// finished reading one message before the other side sends the next, and it maps the memfd
 /// anew for every message. The memfd is sealed against shrinking, so a receiver's mapping can
 /// never lose its pages (no SIGBUS), whatever the sender does.
 struct Outbox {
+    map: Mapping,
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    capacity: usize,
-}
-
-// SAFETY: the mapping belongs to this Outbox alone and is unmapped on drop.
-unsafe impl Send for Outbox {}
-
-impl Drop for Outbox {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the mapping made in `Outbox::new`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.capacity) };
-    }
 }
 
 /// Outboxes above this size are not kept after the message that needed them.
@@ -93,47 +57,9 @@ const KEEP_OUTBOX: usize = 256 << 20;
 
 impl Outbox {
     fn new(capacity: usize) -> io::Result<Self> {
-        // SAFETY: a NUL-terminated name and valid flags; the result is checked.
-        let raw = unsafe {
-            libc::memfd_create(
-                c"joblet-payload".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ftruncate and fcntl on the valid memfd we own.
-        unsafe {
-            if libc::ftruncate(fd.as_raw_fd(), capacity as libc::off_t) != 0
-                || libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-        }
-        // SAFETY: mapping `capacity` bytes of a file exactly that long, shared, writable.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                capacity,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Outbox { fd, ptr, capacity })
-    }
-
-    fn bytes(&mut self, len: usize) -> &mut [u8] {
-        // SAFETY: the mapping holds `capacity >= len` writable bytes, owned by `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len) }
+        let fd = shm::memfd(c"joblet-payload", capacity, true)?;
+        let map = Mapping::new(&fd, capacity, Access::Shared)?;
+        Ok(Outbox { map, fd })
     }
 }
 
@@ -158,16 +84,17 @@ impl Channel {
         if size <= self.threshold {
             return super::write_frame(&mut self.stream, kind, &super::encode(message));
         }
-        if self.outbox.as_ref().is_none_or(|o| o.capacity < size) {
+        if self.outbox.as_ref().is_none_or(|o| o.map.len() < size) {
             self.outbox = None;
             // Round up, so that slowly growing messages do not remap every time.
             self.outbox = Some(Outbox::new(size.next_power_of_two())?);
         }
         let outbox = self.outbox.as_mut().expect("just made");
-        postcard::to_slice(message, outbox.bytes(size)).map_err(io::Error::other)?;
+        postcard::to_slice(message, &mut outbox.map.bytes_mut()[..size])
+            .map_err(io::Error::other)?;
         let header = super::header(kind, FLAG_SHARED, size)?;
         let sent = send_with_fd(&self.stream, &header, outbox.fd.as_raw_fd());
-        if outbox.capacity > KEEP_OUTBOX {
+        if outbox.map.len() > KEEP_OUTBOX {
             self.outbox = None;
         }
         sent
@@ -194,15 +121,7 @@ impl Channel {
         if got == 0 {
             return Err(FrameError::Closed);
         }
-        let mut got = got;
-        while got < HEADER_LEN {
-            match self.stream.read(&mut header[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FrameError::Io(e)),
-            }
-        }
+        let got = got + read_full(&mut self.stream, &mut header[got..])?;
         self.offset += got as u64;
         let malformed = |what: String| FrameError::Malformed {
             offset: start,
@@ -218,21 +137,13 @@ impl Channel {
             let fd = fd.ok_or_else(|| {
                 malformed("a shared-memory frame came without its descriptor".into())
             })?;
-            let mapping = map_fd(&fd, len as usize).map_err(|e| {
+            let mapping = Mapping::new(&fd, len as usize, Access::ReadPopulated).map_err(|e| {
                 malformed(format!("cannot map the shared payload of {len} bytes: {e}"))
             })?;
             return Ok((kind, Payload::Shared(mapping)));
         }
         let mut payload = vec![0u8; len as usize];
-        let mut done = 0;
-        while done < payload.len() {
-            match self.stream.read(&mut payload[done..]) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FrameError::Io(e)),
-            }
-        }
+        let done = read_full(&mut self.stream, &mut payload)?;
         self.offset += done as u64;
         if done < payload.len() {
             return Err(malformed(format!(
@@ -252,43 +163,18 @@ impl Write for Channel {
     }
 }
 
-fn map_fd(fd: &OwnedFd, len: usize) -> io::Result<Mapping> {
-    // The sender sealed the memfd's size; a smaller file than announced would fault on access.
-    // SAFETY: fstat into a zeroed struct on a valid descriptor.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(stream: &mut UnixStream, buf: &mut [u8]) -> Result<usize, FrameError> {
+    let mut done = 0;
+    while done < buf.len() {
+        match stream.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(FrameError::Io(e)),
+        }
     }
-    if (st.st_size as u64) < len as u64 {
-        return Err(io::Error::other(format!(
-            "the file holds {} bytes",
-            st.st_size
-        )));
-    }
-    if len == 0 {
-        return Ok(Mapping {
-            ptr: NonNull::dangling(),
-            len: 0,
-        });
-    }
-    // SAFETY: mapping `len` bytes of a file at least that long, read-only and private.
-    // MAP_POPULATE maps every page now, in one call, instead of one fault per 4 KiB page as the
-    // decoder reads through it.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_POPULATE,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-    Ok(Mapping { ptr, len })
+    Ok(done)
 }
 
 /// Sends `data` with one descriptor attached.
