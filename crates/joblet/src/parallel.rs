@@ -195,7 +195,9 @@ impl Parallel {
             check_process_call::<J>()?;
         }
         let mut plan = self.plan()?;
-        // No more workers than tasks, when the input knows its length.
+        // The pool and the workers' thread limits follow the call's n_jobs; only the number
+        // of workers this call uses follows its length (no more workers than tasks).
+        let n_jobs = plan.workers;
         plan.workers = plan
             .workers
             .min(jobs.left_at_most().unwrap_or(usize::MAX).max(1));
@@ -221,9 +223,10 @@ impl Parallel {
                 .unzip(),
             Backend::Processes => {
                 // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each.
-                let limit = (crate::cpu_count() / plan.workers).max(1);
+                let limit = (crate::cpu_count() / n_jobs).max(1);
                 let runners = processes::runners(
                     plan.workers,
+                    n_jobs,
                     limit,
                     self.max_nbytes
                         .unwrap_or(crate::protocol::DEFAULT_THRESHOLD),

@@ -570,9 +570,11 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
 impl<T, E> Drop for Call<T, E> {
     fn drop(&mut self) {
         if !self.finished {
-            // The caller gave up on the results (a dropped iterator): stop dispatching and
-            // ask running tasks to stop.
+            // The caller gave up on the results (a dropped iterator): stop dispatching, ask
+            // running tasks to stop, and kill busy worker processes, as joblib does when a
+            // generator is closed early.
             self.control.stop();
+            self.control.kill_busy();
         }
     }
 }

@@ -66,13 +66,15 @@ pub(crate) struct ProcessRunner {
     max_nbytes: usize,
 }
 
-/// Checks out `n` workers whose native thread pools are limited to `thread_limit` threads.
+/// Checks out `n` workers for a call of `n_jobs`, whose native thread pools are limited to
+/// `thread_limit` threads.
 pub(crate) fn runners(
     n: usize,
+    n_jobs: usize,
     thread_limit: usize,
     max_nbytes: usize,
 ) -> Result<Vec<ProcessRunner>, StartError> {
-    let workers = pool::checkout(n, thread_limit)?;
+    let workers = pool::checkout(n, n_jobs, thread_limit)?;
     Ok(workers
         .into_iter()
         .map(|w| ProcessRunner {

@@ -103,27 +103,34 @@ pub(crate) fn set_idle_timeout(timeout: Duration) {
     }
 }
 
-/// Takes `n` workers started with `thread_limit`: idle ones first, new ones for the rest.
-/// Idle workers that this call does not use are ended: the pool resizes to the call's
-/// `n_jobs`.
-pub(crate) fn checkout(n: usize, thread_limit: usize) -> Result<Vec<Worker>, StartError> {
+/// Takes `n` workers started with `thread_limit` for a call of `n_jobs`: idle ones first, new
+/// ones for the rest. Idle workers beyond `n_jobs` are ended: the pool resizes to the calls it
+/// serves.
+pub(crate) fn checkout(
+    n: usize,
+    n_jobs: usize,
+    thread_limit: usize,
+) -> Result<Vec<Worker>, StartError> {
     let (mut workers, stale, requests, idle) = {
         let mut guard = pool();
         let pool = guard.as_mut().expect("pool() creates the pool");
         let mut workers = Vec::with_capacity(n);
+        let mut kept = Vec::new();
         let mut stale = Vec::new();
-        // Reuse what fits; end the rest: workers with another thread limit, and those beyond
-        // this call's n_jobs (the pool shrinks to the calls it serves, as loky's does).
+        // Reuse what fits; keep idle ones up to n_jobs (a short call does not shrink the
+        // pool); end the rest: another thread limit, or beyond n_jobs (the pool resizes to
+        // the calls it serves, as loky's does).
         for i in pool.idle.drain(..) {
-            if workers.len() < n
-                && i.worker.thread_limit == thread_limit
-                && i.worker.process.is_alive()
-            {
+            let fits = i.worker.thread_limit == thread_limit && i.worker.process.is_alive();
+            if fits && workers.len() < n {
                 workers.push(i.worker);
+            } else if fits && workers.len() + kept.len() < n_jobs {
+                kept.push(i);
             } else {
                 stale.push(i.worker);
             }
         }
+        pool.idle = kept;
         (workers, stale, pool.requests.clone(), pool.idle_timeout)
     };
     for w in stale {

@@ -1,0 +1,1986 @@
+//! The process backend (`Backend::Processes`): crashes in every phase of a task, timeouts,
+//! fail-fast, the worker pool (lazy, reused, resized, idle workers reaped), nothing left behind
+//! after many faults, the parent's death, the workers' standard streams, thread-limit
+//! variables, misuse, the results themselves, and nested calls.
+//!
+//! A custom harness (libtest-mimic): workers are this very binary re-executed, so `main` calls
+//! `joblet::worker_hook()` first. Each test runs in a fresh copy of the binary (its *scenario*,
+//! named by an environment variable), so that the process-wide pool, its idle timeout and the
+//! child processes a test counts are that test's alone, under nextest (a process per test) as
+//! under `cargo test` (tests on threads of one process). The runner kills a copy that overruns
+//! its limit, and the copy itself fails a body that does not finish within [`BODY_LIMIT`].
+//!
+//! A few tests run another copy as a *program* (a second variable) and look at it from the
+//! outside: its output, its exit, its workers after it is killed.
+
+use joblet::{Backend, Error, Event, Parallel, WorkerExit};
+use libtest_mimic::{Arguments, Failed, Trial};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Names the scenario (test body) a copy of the binary runs.
+const SCENARIO: &str = "JOBLET_TEST_SCENARIO";
+/// Names the program a copy of the binary runs for a test that watches it from outside.
+const PROGRAM: &str = "JOBLET_TEST_PROGRAM";
+/// A test body's time limit, inside its copy of the binary.
+const BODY_LIMIT: Duration = Duration::from_secs(30);
+/// The runner's hard limit on a copy of the binary (it is killed after that).
+const COPY_LIMIT: Duration = Duration::from_secs(45);
+/// The longest wait for something a correct implementation does at once; a wait that ends
+/// this way fails the test, never hangs it.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+/// The thread-count variables workers get (`spawn.rs`'s list).
+const THREAD_VARS: [&str; 7] = [
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "RAYON_NUM_THREADS",
+];
+
+fn main() {
+    // Injected panics are expected: one line each, without the slow backtrace.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload().downcast_ref::<String>();
+        match message.filter(|m| m.starts_with("injected panic")) {
+            Some(m) => eprintln!("process {}: {m}", std::process::id()),
+            None => report(info),
+        }
+    }));
+    // A program that deliberately does not call the hook (misuse). Its workers, if it ever
+    // started any, would carry JOBLET_WORKER_FD: they go through the hook like any worker.
+    if std::env::var(PROGRAM).as_deref() == Ok("no_hook")
+        && std::env::var_os("JOBLET_WORKER_FD").is_none()
+    {
+        program_without_hook();
+        return;
+    }
+    joblet::worker_hook();
+    let _ = NOT_A_WORKER.set(());
+    if let Ok(name) = std::env::var(PROGRAM) {
+        run_program(&name);
+        return;
+    }
+    if let Ok(name) = std::env::var(SCENARIO) {
+        let scenario = scenarios()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no scenario {name:?}"));
+        within(BODY_LIMIT, scenario.body);
+        return;
+    }
+    let args = Arguments::from_args();
+    let trials = scenarios()
+        .into_iter()
+        .map(|s| {
+            let name = s.name.clone();
+            Trial::test(s.name, move || in_a_copy(&name)).with_ignored_flag(s.ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// A test: its name and its body, run in a copy of the binary; `ignored` for the tests that
+/// show a known bug (each has a `bug:` comment where it is listed).
+struct Scenario {
+    name: String,
+    body: Box<dyn FnOnce() + Send>,
+    ignored: bool,
+}
+
+fn test(name: &str, body: impl FnOnce() + Send + 'static) -> Scenario {
+    Scenario {
+        name: name.to_string(),
+        body: Box::new(body),
+        ignored: false,
+    }
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let mut all = Vec::new();
+    // 1. The crash matrix: every way to die, in every phase of a task.
+    for phase in Phase::ALL {
+        for crash in Crash::ALL {
+            all.push(test(
+                &format!("crash::{}::{}", phase.name(), crash.name()),
+                move || crash_is_reported_and_survived(phase, crash),
+            ));
+        }
+    }
+    all.extend([
+        // 2. Timeouts.
+        test(
+            "timeout::kills_the_stuck_worker_quickly",
+            timeout_kills_the_stuck_worker,
+        ),
+        test(
+            "timeout::spares_the_other_busy_workers",
+            timeout_spares_the_other_busy_workers,
+        ),
+        // 3. Fail-fast.
+        test(
+            "fail_fast::kills_other_busy_workers_and_heals",
+            fail_fast_kills_other_busy_workers,
+        ),
+        // 4. The pool.
+        test(
+            "pool::is_lazy_and_reused_across_calls",
+            pool_is_lazy_and_reused,
+        ),
+        test("pool::grows_with_n_jobs", pool_grows_with_n_jobs),
+        test("pool::shrinks_with_n_jobs", pool_shrinks_with_n_jobs),
+        // Regression: a call with fewer tasks than n_jobs used to size the pool and the thread
+        // limit from its task count, ending the pool's idle workers.
+        test(
+            "pool::calls_with_fewer_tasks_than_n_jobs_keep_the_pool",
+            calls_with_fewer_tasks_keep_the_pool,
+        ),
+        test(
+            "pool::worker_killed_while_idle_is_replaced",
+            worker_killed_while_idle_is_replaced,
+        ),
+        test(
+            "pool::idle_workers_exit_and_are_reaped",
+            idle_workers_exit_and_are_reaped,
+        ),
+        test(
+            "pool::dropped_iterator_leaves_the_pool_healthy",
+            dropped_iterator_leaves_the_pool_healthy,
+        ),
+        // 5. Nothing left behind.
+        test(
+            "leaks::fault_injection_leaves_nothing_behind",
+            fault_injection_leaves_nothing_behind,
+        ),
+        // 6. The parent's death.
+        test(
+            "parent::killed_parent_takes_its_workers_along",
+            killed_parent_takes_its_workers_along,
+        ),
+        // 7. Standard streams.
+        test(
+            "stdio::workers_print_to_the_parents_streams",
+            workers_print_to_the_parents_streams,
+        ),
+        // 8. Thread limits.
+        test(
+            "env::thread_limits_are_the_cpu_share",
+            thread_limits_are_the_cpu_share,
+        ),
+        test(
+            "env::thread_limits_set_by_the_user_pass_through",
+            thread_limits_set_by_the_user_pass_through,
+        ),
+        // 9. Misuse.
+        test("misuse::closures_are_refused", closures_are_refused),
+        test(
+            "misuse::missing_worker_hook_is_a_clear_error",
+            missing_worker_hook_is_a_clear_error,
+        ),
+        test(
+            "misuse::unregistered_function_is_a_transport_error",
+            unregistered_function_is_a_transport_error,
+        ),
+        // 10. Results.
+        test(
+            "results::order_is_kept_with_auto_batching",
+            order_is_kept_with_auto_batching,
+        ),
+        test(
+            "results::task_error_is_decoded",
+            task_error_is_decoded_with_its_index,
+        ),
+        test(
+            "results::big_arguments_and_results_round_trip",
+            big_arguments_and_results_round_trip,
+        ),
+        test(
+            "results::codec_errors_are_transport_errors",
+            codec_errors_are_transport_errors,
+        ),
+        // 11. Nesting.
+        test(
+            "nested::calls_in_workers_run_sequentially",
+            calls_in_workers_run_sequentially,
+        ),
+    ]);
+    all
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running bodies and copies of the binary, with limits.
+
+/// Runs `f` on its own thread; panics if it has not finished after `limit`, re-raises its panic.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::Builder::new()
+        .name("test-body".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn the test body");
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = handle.join();
+            v
+        }
+        Err(RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(()) => unreachable!("the body neither returned nor panicked"),
+        },
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("the test body did not finish within {limit:?}: something hangs")
+        }
+    }
+}
+
+/// How a copy of the binary ended, and what it printed.
+struct Ended {
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+    /// It overran its limit and was killed.
+    killed: bool,
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tail = |s: &str| {
+            let start = s.len().saturating_sub(12_000);
+            let start = (start..=s.len())
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(s.len());
+            s[start..].to_string()
+        };
+        write!(
+            f,
+            "status: {:?}{}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            if self.killed {
+                " (killed: it overran its limit)"
+            } else {
+                ""
+            },
+            tail(&self.stdout),
+            tail(&self.stderr)
+        )
+    }
+}
+
+/// A command that runs a copy of this binary.
+fn copy_of_self() -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary's path"));
+    cmd.env_remove(SCENARIO)
+        .env_remove(PROGRAM)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Reads a stream to its end on a thread; the text arrives on the channel.
+fn read_all(mut stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// Runs `cmd` (with piped output) to its end, killing it after `limit`.
+fn run_bounded(mut cmd: Command, limit: Duration) -> Ended {
+    let mut child = cmd.spawn().expect("start a copy of the test binary");
+    let pid = child.id() as libc::pid_t;
+    let stdout = read_all(child.stdout.take().expect("piped stdout"));
+    let stderr = read_all(child.stderr.take().expect("piped stderr"));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let (status, killed) = match rx.recv_timeout(limit) {
+        Ok(status) => (status.ok(), false),
+        Err(_) => {
+            // SAFETY: signalling our own child, which the waiter thread has not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            (rx.recv_timeout(MAX_WAIT).ok().and_then(|s| s.ok()), true)
+        }
+    };
+    // Workers share the copy's output pipes; they die with it (parent-death signal).
+    let open = |what: &str| format!("<{what} still open {MAX_WAIT:?} after the copy ended>");
+    Ended {
+        status,
+        stdout: stdout
+            .recv_timeout(MAX_WAIT)
+            .unwrap_or_else(|_| open("stdout")),
+        stderr: stderr
+            .recv_timeout(MAX_WAIT)
+            .unwrap_or_else(|_| open("stderr")),
+        killed,
+    }
+}
+
+/// Runs scenario `name` in a copy of the binary: the trial of every test.
+fn in_a_copy(name: &str) -> Result<(), Failed> {
+    let mut cmd = copy_of_self();
+    cmd.env(SCENARIO, name);
+    let ended = run_bounded(cmd, COPY_LIMIT);
+    if ended.status.is_some_and(|s| s.success()) && !ended.killed {
+        Ok(())
+    } else {
+        Err(format!("the test's copy of the binary failed\n{ended}").into())
+    }
+}
+
+/// Runs program `name` in a copy of the binary, with `env` set and `unset` removed.
+fn program(name: &str, env: &[(&str, &str)], unset: &[&str]) -> Ended {
+    let mut cmd = copy_of_self();
+    cmd.env(PROGRAM, name);
+    for var in unset {
+        cmd.env_remove(var);
+    }
+    for (var, value) in env {
+        cmd.env(var, value);
+    }
+    run_bounded(cmd, COPY_LIMIT)
+}
+
+/// Polls `cond` until it holds or `max` has passed; whether it held. Only for states that no
+/// event announces: a process gone from /proc, a file another process writes.
+fn wait_until(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + max;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes, seen through /proc.
+
+/// A process's state letter (`S`, `R`, `Z`, ...) and its parent's pid; `None` if it is gone.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may hold spaces and parentheses, so split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The state of process `pid`, `None` once it is reaped.
+fn state(pid: u32) -> Option<char> {
+    stat(pid).map(|(s, _)| s)
+}
+
+/// Whether `pid` no longer runs: gone, or a zombie waiting for its parent.
+fn is_dead(pid: u32) -> bool {
+    matches!(state(pid), None | Some('Z') | Some('X'))
+}
+
+/// The child processes of this process, with their states.
+fn children() -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((state, ppid)) = stat(pid) {
+            if ppid == me {
+                found.push((pid, state));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The pids of this process's children.
+fn child_pids() -> BTreeSet<u32> {
+    children().into_iter().map(|(pid, _)| pid).collect()
+}
+
+/// This process's open descriptors and what they are (`socket:[..]`, `/memfd:..`, ...).
+fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|target| target.display().to_string())
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// The entries of /dev/shm whose names start with "joblet".
+fn joblet_shm() -> BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("joblet"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files through which tasks in workers and the test meet.
+
+/// A fresh directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "jbl-proc-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes `text` to `path` so that a reader sees all of it or no file.
+fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write a file");
+    std::fs::rename(&tmp, path).expect("rename a file");
+}
+
+/// Waits (bounded) for the pid a task wrote to `path`.
+fn read_pid(path: &Path) -> u32 {
+    assert!(
+        wait_until(MAX_WAIT, || path.exists()),
+        "no task wrote {}",
+        path.display()
+    );
+    std::fs::read_to_string(path)
+        .expect("read a pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+// ---------------------------------------------------------------------------------------------
+// What tasks do.
+
+/// A way for a worker process to die (or not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Crash {
+    Nothing,
+    Panic,
+    Abort,
+    Segfault,
+    Exit3,
+    SigKill,
+}
+
+impl Crash {
+    const ALL: [Crash; 5] = [
+        Crash::Panic,
+        Crash::Abort,
+        Crash::Segfault,
+        Crash::Exit3,
+        Crash::SigKill,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Crash::Nothing => "nothing",
+            Crash::Panic => "panic",
+            Crash::Abort => "abort",
+            Crash::Segfault => "segfault",
+            Crash::Exit3 => "exit_3",
+            Crash::SigKill => "sigkill",
+        }
+    }
+
+    /// Does it, in the middle of `doing`.
+    fn now(self, doing: &str) {
+        if !matches!(self, Crash::Nothing | Crash::Panic) {
+            // No core files: the crashes are on purpose.
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: setrlimit reads the struct we pass.
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+        }
+        match self {
+            Crash::Nothing => {}
+            Crash::Panic => panic!("injected panic while {doing}"),
+            Crash::Abort => std::process::abort(),
+            Crash::Segfault => {
+                // A real invalid access (not a raised signal, which std's SIGSEGV handler,
+                // installed for stack overflows, would swallow): the lowest page is never
+                // mapped.
+                let bad = std::ptr::without_provenance_mut::<u8>(16);
+                // SAFETY: none: this write faults on purpose, and the process dies of it.
+                unsafe { std::ptr::write_volatile(bad, 1) };
+                unreachable!("the write above faults");
+            }
+            Crash::Exit3 => std::process::exit(3),
+            Crash::SigKill => {
+                // SAFETY: getpid and kill have no memory preconditions.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                loop {
+                    thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// What the caller should see when task `at` crashes this way while `phase`.
+    fn expected(self, phase: Phase, at: usize) -> Seen {
+        let died = |exit| Seen::Died { index: at, exit };
+        match self {
+            Crash::Nothing => unreachable!("no crash, no error"),
+            // The decoding, the call and the encoding all run under the worker's catch_unwind
+            // (`call_encoded` inside `run_batch`): a panic in any of them is the task's panic.
+            Crash::Panic => Seen::Panicked {
+                index: at,
+                message: format!("injected panic while {}", phase.doing()),
+            },
+            Crash::Abort => died(WorkerExit::Signal(libc::SIGABRT)),
+            Crash::Segfault => died(WorkerExit::Signal(libc::SIGSEGV)),
+            Crash::Exit3 => died(WorkerExit::Code(3)),
+            Crash::SigKill => died(WorkerExit::Signal(libc::SIGKILL)),
+        }
+    }
+
+    /// What the error's message must say, besides the task's index.
+    fn in_message(self) -> &'static str {
+        match self {
+            Crash::Nothing => "",
+            Crash::Panic => "injected panic",
+            Crash::Abort => "signal 6 SIGABRT",
+            Crash::Segfault => "signal 11 SIGSEGV",
+            Crash::Exit3 => "exit code 3",
+            Crash::SigKill => "signal 9 SIGKILL",
+        }
+    }
+}
+
+/// When a task crashes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// While the worker decodes its arguments.
+    Decoding,
+    /// While the function runs.
+    Running,
+    /// While the worker encodes its result.
+    Encoding,
+}
+
+impl Phase {
+    const ALL: [Phase; 3] = [Phase::Decoding, Phase::Running, Phase::Encoding];
+
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Decoding => "while_decoding",
+            Phase::Running => "while_running",
+            Phase::Encoding => "while_encoding",
+        }
+    }
+
+    fn doing(self) -> &'static str {
+        match self {
+            Phase::Decoding => "decoding the task",
+            Phase::Running => "running",
+            Phase::Encoding => "encoding the result",
+        }
+    }
+}
+
+/// A task argument whose decoding, in the worker, crashes as it says.
+#[derive(Clone, Copy, Debug)]
+struct CrashOnDecode(Crash);
+
+impl Serialize for CrashOnDecode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CrashOnDecode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let crash = Crash::deserialize(d)?;
+        crash.now(Phase::Decoding.doing());
+        Ok(CrashOnDecode(crash))
+    }
+}
+
+/// A task value whose encoding, in the worker, crashes as it says.
+#[derive(Clone, Copy, Debug)]
+struct CrashOnEncode {
+    crash: Crash,
+    value: u64,
+}
+
+impl Serialize for CrashOnEncode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.crash.now(Phase::Encoding.doing());
+        self.value.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CrashOnEncode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(CrashOnEncode {
+            crash: Crash::Nothing,
+            value: u64::deserialize(d)?,
+        })
+    }
+}
+
+joblet::remote_fn! {
+    /// Doubles `x`, once its crashing argument is decoded.
+    fn decode_then_double(arg: CrashOnDecode, x: u64) -> u64 {
+        let _ = arg;
+        x * 2
+    }
+}
+
+joblet::remote_fn! {
+    /// Crashes as told, else doubles `x`.
+    fn run_then_double(crash: Crash, x: u64) -> u64 {
+        crash.now(Phase::Running.doing());
+        x * 2
+    }
+}
+
+joblet::remote_fn! {
+    /// Doubles `x` into a value whose encoding crashes as told.
+    fn double_then_encode(crash: Crash, x: u64) -> CrashOnEncode {
+        CrashOnEncode { crash, value: x * 2 }
+    }
+}
+
+joblet::remote_fn! {
+    /// Doubles `x`.
+    fn double(x: u64) -> u64 { x * 2 }
+}
+
+joblet::remote_fn! {
+    /// Crashes as told, else gives back its (big) argument.
+    fn echo_big(crash: Crash, values: Vec<f64>) -> Vec<f64> {
+        crash.now(Phase::Running.doing());
+        values
+    }
+}
+
+joblet::remote_fn! {
+    /// Multiplies every element: a big argument and a big result.
+    fn scale(values: Vec<f64>, by: f64) -> Vec<f64> {
+        values.into_iter().map(|v| v * by).collect()
+    }
+}
+
+joblet::remote_fn! {
+    /// The values of `names` in the worker's environment.
+    fn env_of(names: Vec<String>) -> Vec<Option<String>> {
+        names.iter().map(|n| std::env::var(n).ok()).collect()
+    }
+}
+
+/// The error tasks return.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct TaskError {
+    code: u32,
+    what: String,
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error {}: {}", self.code, self.what)
+    }
+}
+
+/// What [`act`] does in its worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Act {
+    /// Nothing: return the pid.
+    Pid,
+    /// Write the pid to `pid_file` (if any), sleep, write `done_file` (if any).
+    Sleep {
+        ms: u64,
+        pid_file: Option<PathBuf>,
+        done_file: Option<PathBuf>,
+    },
+    /// Wait (bounded) until `file` exists, then fail with `code`.
+    FailAfter { file: PathBuf, code: u32 },
+    /// Fail at once with `code`.
+    Fail { code: u32 },
+    /// Create `dir/i`, then wait (bounded) until the `n` tasks of the meeting have: they all
+    /// run at once, each on its own worker.
+    Meet { dir: PathBuf, i: usize, n: usize },
+    /// Print `marker` on stdout and stderr.
+    Print { marker: String },
+    /// Print the pid on stdout, then sleep.
+    Announce { ms: u64 },
+}
+
+joblet::remote_fn! {
+    /// Does what `act` says and returns the worker's pid.
+    fn act(act: Act) -> Result<u32, TaskError> {
+        let pid = std::process::id();
+        match act {
+            Act::Pid => {}
+            Act::Sleep { ms, pid_file, done_file } => {
+                if let Some(f) = pid_file {
+                    write_atomically(&f, &pid.to_string());
+                }
+                thread::sleep(Duration::from_millis(ms));
+                if let Some(f) = done_file {
+                    write_atomically(&f, &pid.to_string());
+                }
+            }
+            Act::FailAfter { file, code } => {
+                let what = if wait_until(MAX_WAIT, || file.exists()) {
+                    "asked to fail".to_string()
+                } else {
+                    format!("{} never appeared", file.display())
+                };
+                return Err(TaskError { code, what });
+            }
+            Act::Fail { code } => {
+                return Err(TaskError { code, what: "asked to fail".into() });
+            }
+            Act::Meet { dir, i, n } => {
+                write_atomically(&dir.join(i.to_string()), &pid.to_string());
+                let all_there = || (0..n).all(|j| dir.join(j.to_string()).exists());
+                if !wait_until(MAX_WAIT, all_there) {
+                    panic!("task {i} of a meeting of {n} waited {MAX_WAIT:?} for the others");
+                }
+            }
+            Act::Print { marker } => {
+                // One write per line: lines of several processes in one pipe stay whole.
+                let _ = std::io::stdout().write_all(format!("stdout {marker} from worker {pid}\n").as_bytes());
+                let _ = std::io::stdout().flush();
+                let _ = std::io::stderr().write_all(format!("stderr {marker} from worker {pid}\n").as_bytes());
+            }
+            Act::Announce { ms } => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "worker-pid {pid}");
+                let _ = out.flush();
+                drop(out);
+                thread::sleep(Duration::from_millis(ms));
+            }
+        }
+        Ok(pid)
+    }
+}
+
+/// What nested tasks saw.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Nested {
+    pid: u32,
+    depth: usize,
+    /// (pid, nesting depth, value) of each task of the inner call.
+    inner: Vec<(u32, usize, u64)>,
+    /// The child processes of the worker after its inner call.
+    children: usize,
+}
+
+joblet::remote_fn! {
+    /// Where a task of a nested call runs.
+    fn where_am_i(x: u64) -> (u32, usize, u64) {
+        (std::process::id(), joblet::nesting_depth(), x * 2)
+    }
+}
+
+joblet::remote_fn! {
+    /// Makes a process call of its own, from inside a worker.
+    fn nested_call(n: u64) -> Nested {
+        let depth = joblet::nesting_depth();
+        let inner = processes(2)
+            .try_run((0..n).map(where_am_i::task))
+            .expect("the nested call");
+        Nested { pid: std::process::id(), depth, inner, children: children().len() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls and what they end with.
+
+/// A `Parallel` of `n` worker processes.
+fn processes(n: i64) -> Parallel {
+    Parallel::new().n_jobs(n).backend(Backend::Processes)
+}
+
+/// The outcome of a call, comparable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Values(Vec<u64>),
+    Task { index: usize, source: String },
+    Panicked { index: usize, message: String },
+    TimedOut { index: usize, timeout: Duration },
+    Died { index: usize, exit: WorkerExit },
+    Transport { index: usize, message: String },
+    Other(String),
+}
+
+/// The outcome of a call as [`Seen`], and its error's message.
+fn seen<E: fmt::Debug + fmt::Display>(r: Result<Vec<u64>, Error<E>>) -> (Seen, String) {
+    let e = match r {
+        Ok(v) => return (Seen::Values(v), String::new()),
+        Err(e) => e,
+    };
+    let text = e.to_string();
+    let s = match e {
+        Error::Task { index, source } => Seen::Task {
+            index,
+            source: format!("{source:?}"),
+        },
+        Error::Panicked { index, message } => Seen::Panicked { index, message },
+        Error::TimedOut { index, timeout } => Seen::TimedOut { index, timeout },
+        Error::WorkerDied { index, exit } => Seen::Died { index, exit },
+        Error::Transport { index, message } => Seen::Transport { index, message },
+        other => Seen::Other(format!("{other:?}")),
+    };
+    (s, text)
+}
+
+/// Runs `n` tasks that double their index on `p`; task `at` crashes as told while `phase`.
+fn call_with_crash(
+    p: &Parallel,
+    phase: Phase,
+    n: usize,
+    at: usize,
+    crash: Crash,
+) -> (Seen, String) {
+    let c = move |i: usize| if i == at { crash } else { Crash::Nothing };
+    match phase {
+        Phase::Decoding => {
+            seen(p.try_run((0..n).map(|i| decode_then_double::task(CrashOnDecode(c(i)), i as u64))))
+        }
+        Phase::Running => seen(p.try_run((0..n).map(|i| run_then_double::task(c(i), i as u64)))),
+        Phase::Encoding => seen(
+            p.try_run((0..n).map(|i| double_then_encode::task(c(i), i as u64)))
+                .map(|v| v.into_iter().map(|e| e.value).collect()),
+        ),
+    }
+}
+
+fn doubled(n: usize) -> Seen {
+    Seen::Values((0..n as u64).map(|x| 2 * x).collect())
+}
+
+/// Runs a meeting of `n` tasks on `p` (one per worker, all at once): the pids of the workers.
+fn meet(p: &Parallel, n: usize) -> BTreeSet<u32> {
+    let dir = TempDir::new();
+    let pids = p
+        .clone()
+        .batch_size(1)
+        .try_run((0..n).map(|i| {
+            act::task(Act::Meet {
+                dir: dir.0.clone(),
+                i,
+                n,
+            })
+        }))
+        .unwrap_or_else(|e| panic!("a meeting of {n} tasks failed: {e}"));
+    let distinct: BTreeSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), n, "a meeting ran on {pids:?}");
+    assert!(
+        !distinct.contains(&std::process::id()),
+        "tasks ran in the caller"
+    );
+    distinct
+}
+
+/// Whether every pid in `pids` is a live child of this process.
+fn all_live_children(pids: &BTreeSet<u32>) -> bool {
+    let me = std::process::id();
+    pids.iter()
+        .all(|&p| matches!(stat(p), Some((s, parent)) if parent == me && s != 'Z' && s != 'X'))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Crashes.
+
+/// A task that dies (or panics) at a known index, in a batch of one and in automatic batches,
+/// is reported with its index and how it died; the next call on the same `Parallel` works.
+fn crash_is_reported_and_survived(phase: Phase, crash: Crash) {
+    // The batches dispatched, as (first, count).
+    let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = batches.clone();
+    let p = processes(2).on_progress(move |e| {
+        if let Event::Dispatched { first, count } = e.event {
+            b.lock().unwrap().push((first, count));
+        }
+    });
+    // (batch size, tasks, index of the crashing task)
+    for (batch, n, at) in [(Some(1), 10, 5), (None, 300, 250)] {
+        let p = match batch {
+            Some(b) => p.clone().batch_size(b),
+            None => p.clone(),
+        };
+        batches.lock().unwrap().clear();
+        let (got, message) = call_with_crash(&p, phase, n, at, crash);
+        assert_eq!(
+            got,
+            crash.expected(phase, at),
+            "batch size {batch:?}, {n} tasks, {crash:?} at {at} while {}: {message}",
+            phase.doing()
+        );
+        // With automatic batching the crashing task was not alone in its batch: the index
+        // comes from the worker's status page, not from the batch.
+        let (first, count) = batches
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .find(|&(first, count)| (first..first + count).contains(&at))
+            .expect("the crashing task's batch was dispatched");
+        assert_eq!(
+            count > 1,
+            batch.is_none(),
+            "task {at} ran in the batch {first}..{}",
+            first + count
+        );
+        for part in [&format!("task {at}"), crash.in_message()] {
+            assert!(
+                message.contains(part),
+                "the message {message:?} does not say {part:?}"
+            );
+        }
+        let (after, message) = call_with_crash(&p, phase, 20, 0, Crash::Nothing);
+        assert_eq!(after, doubled(20), "the call after the crash: {message}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Timeouts.
+
+/// A task stuck far past the timeout fails the call with `TimedOut` soon after the timeout,
+/// its worker is killed and reaped, and the next call works.
+fn timeout_kills_the_stuck_worker() {
+    let dir = TempDir::new();
+    let stuck_file = dir.path("stuck");
+    let timeout = Duration::from_millis(500);
+    let p = processes(2).batch_size(1).timeout(timeout);
+    let tasks = std::iter::once(Act::Sleep {
+        ms: 60_000,
+        pid_file: Some(stuck_file.clone()),
+        done_file: None,
+    })
+    .chain((1..6).map(|_| Act::Pid));
+    let started = Instant::now();
+    let (got, message) = seen(
+        p.try_run(tasks.map(act::task))
+            .map(|v| v.into_iter().map(u64::from).collect()),
+    );
+    let took = started.elapsed();
+    assert_eq!(got, Seen::TimedOut { index: 0, timeout }, "{message}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_secs(3),
+        "the timeout of {timeout:?} was reported after {took:?}"
+    );
+    let stuck = read_pid(&stuck_file);
+    assert!(
+        wait_until(Duration::from_secs(2), || state(stuck).is_none()),
+        "the stuck worker {stuck} is still there ({:?}) 2 s after its timeout",
+        state(stuck)
+    );
+    let pids = p
+        .try_run((0..10).map(|_| act::task(Act::Pid)))
+        .expect("the call after the timeout");
+    assert!(!pids.contains(&stuck), "a dead worker ran a task");
+    let fresh = meet(&processes(2), 2);
+    assert!(all_live_children(&fresh));
+}
+
+/// A timeout kills only the stuck worker: another worker in the middle of a healthy task
+/// finishes it and goes back to the pool, where the next call finds it.
+fn timeout_spares_the_other_busy_workers() {
+    let dir = TempDir::new();
+    let (stuck_file, other_file, done_file) =
+        (dir.path("stuck"), dir.path("other"), dir.path("done"));
+    let timeout = Duration::from_millis(1500);
+    let p = processes(2).batch_size(1).timeout(timeout);
+    // Worker A takes task 0 and is stuck; worker B takes task 1 (0.7 s), then task 2 (2 s),
+    // which has run for 0.8 s only when task 0 times out at 1.5 s.
+    let tasks = [
+        Act::Sleep {
+            ms: 60_000,
+            pid_file: Some(stuck_file.clone()),
+            done_file: None,
+        },
+        Act::Sleep {
+            ms: 700,
+            pid_file: None,
+            done_file: None,
+        },
+        Act::Sleep {
+            ms: 2_000,
+            pid_file: Some(other_file.clone()),
+            done_file: Some(done_file.clone()),
+        },
+    ];
+    let (got, message) = seen(
+        p.try_run(tasks.into_iter().map(act::task))
+            .map(|v| v.into_iter().map(u64::from).collect()),
+    );
+    assert_eq!(got, Seen::TimedOut { index: 0, timeout }, "{message}");
+    let (stuck, other) = (read_pid(&stuck_file), read_pid(&other_file));
+    assert!(
+        wait_until(Duration::from_secs(2), || state(stuck).is_none()),
+        "the stuck worker {stuck} is still there"
+    );
+    assert!(
+        !is_dead(other),
+        "the timeout of task 0 also killed worker {other}, busy with task 2 for {:?} only",
+        timeout - Duration::from_millis(700)
+    );
+    assert!(
+        wait_until(MAX_WAIT, || done_file.exists()),
+        "worker {other} did not finish task 2"
+    );
+    // It goes back to the pool once its batch is over, when its slot thread (named
+    // joblet-worker-N) drops its runner and ends: then the next call finds it.
+    assert!(
+        wait_until(MAX_WAIT, || slot_threads() == 0),
+        "the failed call's slot threads never ended"
+    );
+    assert!(!is_dead(other), "worker {other} died after its task");
+    let next = meet(&processes(2), 2);
+    assert!(
+        next.contains(&other),
+        "worker {other} did not come back to the pool: the next call ran on {next:?}"
+    );
+}
+
+/// How many slot threads of process calls this process runs now.
+fn slot_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("joblet-worker"))
+        })
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Fail-fast.
+
+/// The first task error fails the call at once, kills the other busy workers (a task that
+/// would block for a minute), and the pool heals for the next call.
+fn fail_fast_kills_other_busy_workers() {
+    let dir = TempDir::new();
+    let blocker_file = dir.path("blocker");
+    let p = processes(2).batch_size(1);
+    // Task 0 fails once task 1 has started on the other worker.
+    let tasks = [
+        Act::FailAfter {
+            file: blocker_file.clone(),
+            code: 7,
+        },
+        Act::Sleep {
+            ms: 60_000,
+            pid_file: Some(blocker_file.clone()),
+            done_file: None,
+        },
+    ];
+    let started = Instant::now();
+    let (got, message) = seen(
+        p.try_run(tasks.into_iter().map(act::task))
+            .map(|v| v.into_iter().map(u64::from).collect()),
+    );
+    let took = started.elapsed();
+    let source = TaskError {
+        code: 7,
+        what: "asked to fail".into(),
+    };
+    assert_eq!(
+        got,
+        Seen::Task {
+            index: 0,
+            source: format!("{source:?}")
+        },
+        "{message}"
+    );
+    assert!(took < MAX_WAIT, "the error came after {took:?}");
+    let blocker = read_pid(&blocker_file);
+    assert!(
+        wait_until(Duration::from_secs(2), || state(blocker).is_none()),
+        "the worker {blocker} running task 1 is still there ({:?}) after task 0 failed",
+        state(blocker)
+    );
+    let pids = meet(&p, 2);
+    assert!(!pids.contains(&blocker));
+    let (after, message) = seen(p.try_run((0..50).map(double::task)));
+    assert_eq!(after, doubled(50), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. The pool.
+
+/// No worker exists before the first process call; calls with the same `n_jobs`, from the
+/// same or another `Parallel`, reuse the same workers, idle in between.
+fn pool_is_lazy_and_reused() {
+    assert_eq!(children(), vec![], "child processes before any call");
+    let p = processes(2);
+    // Neither making a Parallel nor a refused call starts workers.
+    assert!(matches!(
+        p.try_run((0..3).map(|i| move || Ok::<_, ()>(i))),
+        Err(Error::Config(_))
+    ));
+    assert_eq!(
+        children(),
+        vec![],
+        "child processes before any process call"
+    );
+    let first = meet(&p, 2);
+    assert_eq!(child_pids(), first, "the children are the two idle workers");
+    assert!(all_live_children(&first));
+    let second = meet(&p, 2);
+    assert_eq!(second, first, "the second call started new workers");
+    let third = meet(&processes(2), 2);
+    assert_eq!(third, first, "another Parallel started new workers");
+    assert_eq!(child_pids(), first);
+}
+
+/// A call with more workers than the pool holds adds workers; on this machine (where
+/// `n_jobs` 2 and 3 give the same thread limit) it keeps the ones it has.
+fn pool_grows_with_n_jobs() {
+    let two = meet(&processes(2), 2);
+    let three = meet(&processes(3), 3);
+    assert_eq!(
+        child_pids(),
+        three,
+        "three workers after a call with n_jobs 3"
+    );
+    let limit = |n: usize| (joblet::cpu_count() / n).max(1);
+    if limit(2) == limit(3) {
+        assert!(
+            two.is_subset(&three),
+            "{two:?} were not reused in {three:?}"
+        );
+    }
+    assert!(all_live_children(&three));
+}
+
+/// A call with fewer workers than the pool holds resizes the pool down.
+fn pool_shrinks_with_n_jobs() {
+    let three = meet(&processes(3), 3);
+    let two = meet(&processes(2), 2);
+    assert!(two.is_subset(&three) || joblet::cpu_count() >= 3);
+    assert!(
+        wait_until(Duration::from_secs(3), || child_pids().len() == 2),
+        "after a call with n_jobs 2 the pool still holds {:?}",
+        children()
+    );
+}
+
+/// With a short idle timeout, idle workers end and are reaped (no zombie); a call longer than
+/// the idle timeout keeps its workers, and a call after the reaping starts new ones.
+fn idle_workers_exit_and_are_reaped() {
+    let idle = Duration::from_millis(200);
+    joblet::set_worker_idle_timeout(idle);
+    let dir = TempDir::new();
+    // Busy workers are not idle, however long their tasks.
+    let out = processes(2)
+        .batch_size(1)
+        .try_run((0..2).map(|i| {
+            act::task(Act::Sleep {
+                ms: 3 * idle.as_millis() as u64,
+                pid_file: Some(dir.path(&i.to_string())),
+                done_file: None,
+            })
+        }))
+        .expect("a call longer than the idle timeout");
+    assert_eq!(out.len(), 2);
+    let pids = meet(&processes(2), 2);
+    let gone = wait_until(MAX_WAIT, || {
+        pids.iter().all(|&p| state(p).is_none()) && children().is_empty()
+    });
+    assert!(
+        gone,
+        "{MAX_WAIT:?} after the call, with an idle timeout of {idle:?}, the children are {:?}",
+        children()
+    );
+    let again = meet(&processes(2), 2);
+    assert!(all_live_children(&again));
+}
+
+/// A call with fewer tasks than `n_jobs` runs on the pool's workers and leaves the pool as it
+/// was: the next call with the same `n_jobs` finds the same workers.
+fn calls_with_fewer_tasks_keep_the_pool() {
+    let p = processes(2);
+    let pids = meet(&p, 2);
+    let one = p
+        .try_run(std::iter::once(act::task(Act::Pid)))
+        .expect("a call of one task")[0];
+    assert!(
+        pids.contains(&one),
+        "a call of one task ran on a new worker {one}, not on one of the pool's {pids:?}"
+    );
+    let again = meet(&p, 2);
+    assert_eq!(again, pids, "the call of one task changed the pool");
+}
+
+/// A worker that dies while idle in the pool (killed by someone else) is never handed a
+/// batch: the next call replaces it, and it is reaped.
+fn worker_killed_while_idle_is_replaced() {
+    let p = processes(2);
+    let pids = meet(&p, 2);
+    let victim = *pids.iter().next().expect("two workers");
+    // SAFETY: kill has no memory preconditions; `victim` is our child, not yet reaped.
+    assert_eq!(
+        unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) },
+        0
+    );
+    assert!(
+        wait_until(MAX_WAIT, || is_dead(victim)),
+        "SIGKILL did not end {victim}"
+    );
+    let (got, message) = seen(p.try_run((0..40).map(double::task)));
+    assert_eq!(
+        got,
+        doubled(40),
+        "the call after an idle worker died: {message}"
+    );
+    let again = meet(&p, 2);
+    assert!(!again.contains(&victim));
+    assert!(
+        wait_until(Duration::from_secs(2), || state(victim).is_none()),
+        "the dead worker {victim} is not reaped: {:?}",
+        state(victim)
+    );
+}
+
+/// Dropping a lazy iterator early stops the call without an error: the workers finish their
+/// batches and go back to the pool (the idle timeout then ends every one of them: none is
+/// stuck or lost), and later calls work.
+fn dropped_iterator_leaves_the_pool_healthy() {
+    let p = processes(2);
+    let mut lazy = p
+        .try_iter((0..100_000u64).map(double::task))
+        .expect("try_iter starts");
+    let first: Vec<u64> = lazy.by_ref().take(3).map(|r| r.expect("a value")).collect();
+    assert_eq!(first, vec![0, 2, 4]);
+    drop(lazy);
+    let (got, message) = seen(p.try_run((0..40).map(double::task)));
+    assert_eq!(
+        got,
+        doubled(40),
+        "the call after a dropped iterator: {message}"
+    );
+    joblet::set_worker_idle_timeout(Duration::from_millis(50));
+    let drained = wait_until(MAX_WAIT, || children().is_empty());
+    assert!(drained, "children the pool does not end: {:?}", children());
+    let (got, message) = seen(p.try_run((0..40).map(double::task)));
+    assert_eq!(
+        got,
+        doubled(40),
+        "the call after the pool was emptied: {message}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Nothing left behind.
+
+/// Hundreds of calls with random crashes, panics, task errors and timeouts at random indices,
+/// with random batching: each ends as it should, and afterwards the only children are the
+/// pool's idle workers (no zombie, no stray process), and no shared memory entry is left.
+fn fault_injection_leaves_nothing_behind() {
+    const RUNS: usize = 200;
+    let shm_before = joblet_shm();
+    // The descriptors before any worker exists: the same once the pool has ended them all.
+    assert_eq!(children(), vec![]);
+    let fds_before = open_fds();
+    let seed: u64 = std::env::var("JOBLET_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x6a6f_626c_6574);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let timeout = Duration::from_millis(150);
+    // Runs and time spent, per kind of fault.
+    let mut tally = std::collections::BTreeMap::<String, (usize, Duration)>::new();
+    for run in 0..RUNS {
+        let n = rng.gen_range(1..=12);
+        let at = rng.gen_range(0..n);
+        let mut p = processes(2);
+        if rng.gen_bool(0.5) {
+            p = p.batch_size(rng.gen_range(1..=4));
+        }
+        let fault = rng.gen_range(0..9);
+        let started = Instant::now();
+        let (kind, got, want, message) = match fault {
+            0..=4 => {
+                let crash = Crash::ALL[fault];
+                let phase = Phase::ALL[rng.gen_range(0..3)];
+                let (got, message) = call_with_crash(&p, phase, n, at, crash);
+                let kind = format!("{} {}", crash.name(), phase.name());
+                (kind, got, crash.expected(phase, at), message)
+            }
+            5 => {
+                let acts = (0..n).map(|i| {
+                    act::task(if i == at {
+                        Act::Sleep {
+                            ms: 20_000,
+                            pid_file: None,
+                            done_file: None,
+                        }
+                    } else {
+                        Act::Pid
+                    })
+                });
+                let r = p.clone().timeout(timeout).try_run(acts);
+                let (got, message) = seen(r.map(|v| v.into_iter().map(u64::from).collect()));
+                let want = Seen::TimedOut { index: at, timeout };
+                ("timeout".to_string(), got, want, message)
+            }
+            6 => {
+                let acts = (0..n).map(|i| {
+                    act::task(if i == at {
+                        Act::Fail { code: i as u32 }
+                    } else {
+                        Act::Pid
+                    })
+                });
+                let (got, message) = seen(
+                    p.try_run(acts)
+                        .map(|v| v.into_iter().map(u64::from).collect()),
+                );
+                let source = TaskError {
+                    code: at as u32,
+                    what: "asked to fail".into(),
+                };
+                let want = Seen::Task {
+                    index: at,
+                    source: format!("{source:?}"),
+                };
+                ("task error".to_string(), got, want, message)
+            }
+            7 => {
+                let (got, message) = seen(p.try_run((0..n as u64).map(double::task)));
+                ("no fault".to_string(), got, doubled(n), message)
+            }
+            _ => {
+                // Payloads over max_nbytes (shared memory), and maybe a crash among them.
+                let p = p.clone().max_nbytes(16 << 10);
+                let crash = match rng.gen_range(0..=Crash::ALL.len()) {
+                    0 => Crash::Nothing,
+                    k => Crash::ALL[k - 1],
+                };
+                let big: Vec<f64> = (0..4096).map(f64::from).collect();
+                let tasks = (0..n).map(|i| {
+                    let c = if i == at { crash } else { Crash::Nothing };
+                    echo_big::task(c, big.clone())
+                });
+                let r = p.try_run(tasks).map(|v| {
+                    let intact = v.iter().all(|x| *x == big);
+                    v.iter()
+                        .map(|x| u64::from(intact) * x.len() as u64)
+                        .collect()
+                });
+                let (got, message) = seen(r);
+                let want = match crash {
+                    Crash::Nothing => Seen::Values(vec![big.len() as u64; n]),
+                    c => c.expected(Phase::Running, at),
+                };
+                (format!("big, {}", crash.name()), got, want, message)
+            }
+        };
+        assert_eq!(
+            got, want,
+            "run {run} (seed {seed}): {kind} at {at} of {n}, {p:?}: {message}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "run {run} (seed {seed}): {kind} took {took:?}"
+        );
+        let entry = tally.entry(kind).or_default();
+        entry.0 += 1;
+        entry.1 += took;
+    }
+    eprintln!("fault injection, seed {seed}: {tally:?}");
+    // The pool still works, and every child left is alive: no zombie, no stray process.
+    let working = meet(&processes(2), 2);
+    let alive = wait_until(MAX_WAIT, || {
+        let now = child_pids();
+        working.is_subset(&now) && all_live_children(&now)
+    });
+    assert!(alive, "after {RUNS} runs the children are {:?}", children());
+    // Every one of them is an idle worker of the pool: they all end, and are reaped, once the
+    // idle timeout is short. (The pool may hold a worker more than the calls' n_jobs: a
+    // worker spared by a timeout comes back after the next call has started a new one.)
+    eprintln!("idle workers after the runs: {:?}", children());
+    joblet::set_worker_idle_timeout(Duration::from_millis(50));
+    let drained = wait_until(MAX_WAIT, || children().is_empty());
+    assert!(
+        drained,
+        "children that the pool does not end: {:?}",
+        children()
+    );
+    let fds_back = wait_until(MAX_WAIT, || open_fds().len() == fds_before.len());
+    assert!(
+        fds_back,
+        "descriptors before the runs: {fds_before:?}\nafter, with no worker left: {:?}",
+        open_fds()
+    );
+    let left = wait_until(Duration::from_secs(2), || {
+        joblet_shm().is_subset(&shm_before)
+    });
+    assert!(
+        left,
+        "new /dev/shm entries: {:?}",
+        joblet_shm().difference(&shm_before).collect::<Vec<_>>()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The parent's death.
+
+/// A program killed with SIGKILL in the middle of a call: its workers die within a second.
+fn killed_parent_takes_its_workers_along() {
+    // The orphaned workers become our children, so that we see them end and reap them.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer flag.
+    let set = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(set, 0, "PR_SET_CHILD_SUBREAPER");
+    let mut cmd = copy_of_self();
+    cmd.env(PROGRAM, "parent_killed").stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("start the program");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut workers = Vec::new();
+    let deadline = Instant::now() + MAX_WAIT;
+    while workers.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(pid) = line.strip_prefix("worker-pid ") {
+                    workers.push(pid.parse::<u32>().expect("a pid"));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the program's workers announced only {workers:?}");
+            }
+        }
+    }
+    for &w in &workers {
+        assert_eq!(
+            stat(w).map(|(_, parent)| parent),
+            Some(child.id()),
+            "worker {w} is not the program's child"
+        );
+    }
+    child.kill().expect("SIGKILL the program");
+    let killed = Instant::now();
+    child.wait().expect("reap the program");
+    for &w in &workers {
+        let dead = wait_until(Duration::from_secs(1), || is_dead(w));
+        assert!(
+            dead,
+            "worker {w} still runs ({:?}) {:?} after its parent was killed",
+            state(w),
+            killed.elapsed()
+        );
+        // Reap it (it is our child now, or init's) and see how it died.
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into our integer.
+        let reaped = unsafe { libc::waitpid(w as libc::pid_t, &mut status, 0) };
+        if reaped == w as libc::pid_t {
+            assert!(
+                libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+                "worker {w} ended with status {status:#x}, not by the parent-death SIGKILL"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Standard streams.
+
+/// What workers print on stdout and stderr reaches the parent's stdout and stderr.
+fn workers_print_to_the_parents_streams() {
+    let ended = program("stdio", &[], &[]);
+    assert!(ended.status.is_some_and(|s| s.success()), "{ended}");
+    let parent: u32 = ended
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("program pid "))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the program did not say its pid\n{ended}"));
+    for i in 0..4 {
+        for (stream, text) in [("stdout", &ended.stdout), ("stderr", &ended.stderr)] {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{stream} marker-{i} from worker ")))
+                .unwrap_or_else(|| panic!("no {stream} marker of task {i}\n{ended}"));
+            assert!(
+                !line.ends_with(&format!(" {parent}")),
+                "task {i} printed from the parent: {line}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Thread limits.
+
+/// The values the "thread_env" program's workers saw, per variable.
+fn thread_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    let ended = program("thread_env", env, &THREAD_VARS);
+    assert!(ended.status.is_some_and(|s| s.success()), "{ended}");
+    ended
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("env "))
+        .map(|l| {
+            let (var, value) = l.split_once('=').expect("VAR=value");
+            (var.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+/// Workers of a call with `n_jobs` 2 get `cpu_count() / 2` (at least 1) threads in every
+/// native thread pool: "1" on a 2-CPU machine. The parent's environment is left alone.
+fn thread_limits_are_the_cpu_share() {
+    let share = (joblet::cpu_count() / 2).max(1).to_string();
+    if joblet::cpu_count() == 2 {
+        assert_eq!(share, "1");
+    }
+    let seen = thread_env(&[]);
+    let value = format!("Some({share:?})");
+    let want: Vec<(String, String)> = (0..2)
+        .flat_map(|w| THREAD_VARS.iter().map(move |v| format!("worker{w} {v}")))
+        .map(|k| (k, value.clone()))
+        .chain(
+            THREAD_VARS
+                .iter()
+                .map(|v| (format!("parent {v}"), "None".into())),
+        )
+        .collect();
+    assert_eq!(seen, want);
+}
+
+/// A thread-count variable the user set reaches the workers unchanged; the others still get
+/// the CPU share.
+fn thread_limits_set_by_the_user_pass_through() {
+    let share = (joblet::cpu_count() / 2).max(1).to_string();
+    let seen = thread_env(&[("OMP_NUM_THREADS", "7")]);
+    let value = |v: &str| {
+        if v == "OMP_NUM_THREADS" {
+            "Some(\"7\")".to_string()
+        } else {
+            format!("Some({share:?})")
+        }
+    };
+    let want: Vec<(String, String)> = (0..2)
+        .flat_map(|w| {
+            THREAD_VARS
+                .iter()
+                .map(move |v| (format!("worker{w} {v}"), value(v)))
+        })
+        .chain(THREAD_VARS.iter().map(|v| {
+            let parent = if *v == "OMP_NUM_THREADS" {
+                "Some(\"7\")".to_string()
+            } else {
+                "None".to_string()
+            };
+            (format!("parent {v}"), parent)
+        }))
+        .collect();
+    assert_eq!(seen, want);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Misuse.
+
+/// Closures cannot cross a process boundary: a process call of closures is refused with a
+/// configuration error naming the backend, whatever the method, and starts no process.
+fn closures_are_refused() {
+    let p = processes(2);
+    let check = |e: Error<()>| match e {
+        Error::Config(c) => {
+            assert_eq!(c.parameter(), "backend");
+            assert!(c.to_string().contains("remote_fn!"), "{c}");
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    };
+    check(p.try_run((0..4).map(|i| move || Ok(i))).unwrap_err());
+    check(
+        p.try_iter((0..4).map(|i| move || Ok::<_, ()>(i)))
+            .err()
+            .expect("try_iter refuses closures"),
+    );
+    check(
+        p.try_iter_unordered((0..4).map(|i| move || Ok::<_, ()>(i)))
+            .err()
+            .expect("try_iter_unordered refuses closures"),
+    );
+    match p.run((0..4).map(|i| move || i)) {
+        Err(Error::Config(c)) => assert_eq!(c.parameter(), "backend"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    assert_eq!(children(), vec![], "a refused call started processes");
+}
+
+/// A program that never called `worker_hook` gets a configuration error naming it, at once.
+fn missing_worker_hook_is_a_clear_error() {
+    let started = Instant::now();
+    let ended = program("no_hook", &[], &[]);
+    assert!(ended.status.is_some_and(|s| s.success()), "{ended}");
+    assert!(
+        started.elapsed() < MAX_WAIT,
+        "it took {:?}",
+        started.elapsed()
+    );
+    for line in ["parameter backend", "children 0"] {
+        assert!(
+            ended.stdout.lines().any(|l| l == line),
+            "no line {line:?}\n{ended}"
+        );
+    }
+    let message = ended
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("message "))
+        .unwrap_or_else(|| panic!("no message\n{ended}"));
+    assert!(message.contains("joblet::worker_hook()"), "{message}");
+}
+
+/// A job naming a function that no worker has registered fails with a transport error that
+/// says so, at its index; the worker that answered is fine for the next call.
+fn unregistered_function_is_a_transport_error() {
+    let p = processes(2).batch_size(1);
+    let at = 3;
+    // `Remote::new` is what remote_fn! expands to (hidden, but public): here with a name that
+    // nothing registered.
+    let tasks = (0..6u64).map(|i| {
+        let name = if i == at as u64 {
+            "processes::no_such_function"
+        } else {
+            double::NAME
+        };
+        joblet::Remote::new(name, |x: u64| Ok::<u64, TaskError>(x * 2), i)
+    });
+    match p.try_run(tasks) {
+        Err(Error::Transport { index, message }) => {
+            assert_eq!(index, at);
+            assert!(
+                message.contains("processes::no_such_function") && message.contains("remote_fn!"),
+                "{message}"
+            );
+        }
+        other => panic!("expected a transport error for task {at}, got {other:?}"),
+    }
+    let (got, message) = seen(p.try_run((0..10).map(double::task)));
+    assert_eq!(got, doubled(10), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Results.
+
+/// Many small tasks, batched automatically: `try_run` and `try_iter` keep input order, and
+/// `try_iter_unordered` names each value's index.
+fn order_is_kept_with_auto_batching() {
+    const N: u64 = 5_000;
+    let biggest = Arc::new(AtomicUsize::new(0));
+    let b = biggest.clone();
+    let p = processes(2).on_progress(move |e| {
+        if let Event::Dispatched { count, .. } = e.event {
+            b.fetch_max(count, Ordering::Relaxed);
+        }
+    });
+    let want: Vec<u64> = (0..N).map(|x| 2 * x).collect();
+    assert_eq!(p.try_run((0..N).map(double::task)).expect("try_run"), want);
+    let lazy: Vec<u64> = p
+        .try_iter((0..N).map(double::task))
+        .expect("try_iter starts")
+        .collect::<Result<_, _>>()
+        .expect("try_iter");
+    assert_eq!(lazy, want);
+    let mut unordered: Vec<(usize, u64)> = p
+        .try_iter_unordered((0..N).map(double::task))
+        .expect("try_iter_unordered starts")
+        .collect::<Result<_, _>>()
+        .expect("try_iter_unordered");
+    unordered.sort();
+    let indexed: Vec<(usize, u64)> = want.iter().copied().enumerate().collect();
+    assert_eq!(unordered, indexed);
+    assert!(
+        biggest.load(Ordering::Relaxed) > 1,
+        "automatic batching never grouped tasks"
+    );
+}
+
+/// A task's `Err` comes back decoded, with its index, in batches of one and automatic ones.
+fn task_error_is_decoded_with_its_index() {
+    for (p, n, at) in [
+        (processes(2).batch_size(1), 10, 6),
+        (processes(2), 400, 321),
+    ] {
+        let r = p.try_run((0..n).map(|i| {
+            act::task(if i == at {
+                Act::Fail { code: 42 }
+            } else {
+                Act::Pid
+            })
+        }));
+        match r {
+            Err(Error::Task { index, source }) => {
+                assert_eq!(index, at);
+                assert_eq!(
+                    source,
+                    TaskError {
+                        code: 42,
+                        what: "asked to fail".into()
+                    }
+                );
+            }
+            other => panic!("expected task {at}'s error, got {other:?}"),
+        }
+    }
+}
+
+/// 8 MiB arguments and 8 MiB results cross the process boundary intact, through shared
+/// memory (the default `max_nbytes`, 1 MiB) and through the socket (a `max_nbytes` above them).
+fn big_arguments_and_results_round_trip() {
+    let big: Vec<f64> = (0..1usize << 20).map(|i| i as f64 * 0.5 - 1e5).collect();
+    assert_eq!(big.len() * 8, 8 << 20);
+    for p in [processes(2), processes(2).max_nbytes(64 << 20)] {
+        let out = p
+            .clone()
+            .batch_size(1)
+            .try_run((1..=3).map(|k| scale::task(big.clone(), k as f64)))
+            .unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        assert_eq!(out.len(), 3);
+        for (k, v) in (1..=3).zip(&out) {
+            assert_eq!(v.len(), big.len());
+            assert!(
+                v.iter().zip(&big).all(|(a, b)| *a == b * k as f64),
+                "{p:?}: result {k} differs"
+            );
+        }
+    }
+}
+
+/// Where a value's serde code refuses to work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Refuse {
+    Nowhere,
+    /// Encoding the arguments, in the parent.
+    ParentEncoding,
+    /// Decoding the arguments, in the worker.
+    WorkerDecoding,
+    /// Encoding the result, in the worker.
+    WorkerEncoding,
+    /// Decoding the result, in the parent.
+    ParentDecoding,
+}
+
+/// A value whose serde code returns an error (not a crash) where it says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Refusing(Refuse);
+
+/// Whether this code runs in a worker process: `worker_hook` never returned there. (Not
+/// `nesting_depth`, which is 1 on the parent's slot threads too, where arguments are encoded.)
+fn in_worker() -> bool {
+    NOT_A_WORKER.get().is_none()
+}
+
+/// Set by `main` once `worker_hook` has returned: this process is not a worker.
+static NOT_A_WORKER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+impl Serialize for Refusing {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let refuse = match self.0 {
+            Refuse::ParentEncoding => !in_worker(),
+            Refuse::WorkerEncoding => in_worker(),
+            _ => false,
+        };
+        if refuse {
+            return Err(serde::ser::Error::custom("refused to encode"));
+        }
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Refusing {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = Refuse::deserialize(d)?;
+        let refuse = match r {
+            Refuse::WorkerDecoding => in_worker(),
+            Refuse::ParentDecoding => !in_worker(),
+            _ => false,
+        };
+        if refuse {
+            return Err(serde::de::Error::custom("refused to decode"));
+        }
+        Ok(Refusing(r))
+    }
+}
+
+joblet::remote_fn! {
+    /// Gives its argument back.
+    fn pass(value: Refusing) -> Refusing { value }
+}
+
+/// Arguments or results whose encoding or decoding fails (an error, not a crash), on either
+/// side: a transport error at the task's index that says which step failed; the pool goes on.
+fn codec_errors_are_transport_errors() {
+    let cases = [
+        (Refuse::ParentEncoding, "cannot encode the arguments"),
+        (Refuse::WorkerDecoding, "cannot decode the arguments"),
+        (Refuse::WorkerEncoding, "cannot encode the result"),
+        (Refuse::ParentDecoding, "cannot decode the result"),
+    ];
+    for (p, n, at) in [
+        (processes(2).batch_size(1), 8, 5),
+        (processes(2).batch_size(4), 8, 6),
+    ] {
+        for (refuse, says) in cases {
+            let tasks = (0..n)
+                .map(|i| pass::task(Refusing(if i == at { refuse } else { Refuse::Nowhere })));
+            match p.try_run(tasks) {
+                Err(Error::Transport { index, message }) => {
+                    assert_eq!(index, at, "{refuse:?}: {message}");
+                    assert!(message.contains(says), "{refuse:?}: {message}");
+                    // The codec's own words follow; postcard drops serde's custom messages
+                    // ("refused to ..."), so they cannot be asked for.
+                }
+                other => panic!("{refuse:?} at {at}: expected a transport error, got {other:?}"),
+            }
+            let (got, message) = seen(p.try_run((0..10).map(double::task)));
+            assert_eq!(got, doubled(10), "after {refuse:?}: {message}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Nesting.
+
+/// A process call made by a task inside a worker runs sequentially in that worker (nesting
+/// depth 1 there): no worker starts workers of its own.
+fn calls_in_workers_run_sequentially() {
+    let out = processes(2)
+        .batch_size(1)
+        .try_run((0..4).map(|_| nested_call::task(5)))
+        .expect("nested calls");
+    assert_eq!(joblet::nesting_depth(), 0);
+    for n in &out {
+        assert_ne!(n.pid, std::process::id());
+        assert_eq!(n.depth, 1, "nesting depth in a worker");
+        assert_eq!(n.children, 0, "worker {} started processes", n.pid);
+        let want: Vec<(u32, usize, u64)> = (0..5).map(|x| (n.pid, 1, 2 * x)).collect();
+        assert_eq!(n.inner, want, "the inner call did not run in its worker");
+    }
+    assert!(child_pids().len() <= 2, "children: {:?}", children());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Programs: copies of the binary that tests watch from the outside.
+
+fn run_program(name: &str) {
+    match name {
+        // Runs a call whose two tasks announce their workers and sleep; the test kills us.
+        "parent_killed" => {
+            let r = processes(2)
+                .batch_size(1)
+                .try_run((0..2).map(|_| act::task(Act::Announce { ms: 60_000 })));
+            eprintln!("the call ended, which it should not have: {r:?}");
+            std::process::exit(1);
+        }
+        // Tasks print markers; so does the program.
+        "stdio" => {
+            println!("program pid {}", std::process::id());
+            processes(2)
+                .batch_size(1)
+                .try_run((0..4).map(|i| {
+                    act::task(Act::Print {
+                        marker: format!("marker-{i}"),
+                    })
+                }))
+                .expect("the printing call");
+        }
+        // Two tasks report the thread variables their workers see; then the parent's own.
+        "thread_env" => {
+            let names: Vec<String> = THREAD_VARS.iter().map(|s| s.to_string()).collect();
+            let seen = processes(2)
+                .batch_size(1)
+                .try_run((0..2).map(|_| env_of::task(names.clone())))
+                .expect("the env call");
+            for (w, values) in seen.iter().enumerate() {
+                for (var, value) in THREAD_VARS.iter().zip(values) {
+                    println!("env worker{w} {var}={value:?}");
+                }
+            }
+            for var in THREAD_VARS {
+                println!("env parent {var}={:?}", std::env::var(var).ok());
+            }
+        }
+        other => panic!("no program {other:?}"),
+    }
+}
+
+/// The misuse program: a process call without `worker_hook`.
+fn program_without_hook() {
+    let r = within(MAX_WAIT, || {
+        processes(2).try_run((0..4).map(double::task)).map(|_| ())
+    });
+    match r {
+        Err(Error::Config(c)) => {
+            println!("parameter {}", c.parameter());
+            println!("message {c}");
+        }
+        other => println!("unexpected {other:?}"),
+    }
+    println!("children {}", children().len());
+}
