@@ -8,7 +8,11 @@ use std::str::FromStr;
 ///
 /// `n > 0` means `n` workers; `n < 0` means `cpu_count() + 1 + n` (so `-1` is every CPU and
 /// `-2` every CPU but one), never fewer than 1; `0` is an error.
-pub(crate) fn effective_n_jobs(n_jobs: Option<i64>, cpus: usize) -> Result<usize, ConfigError> {
+/// `cpus` is only asked for when `n_jobs` is negative (it reads cgroup files: tens of µs).
+pub(crate) fn effective_n_jobs(
+    n_jobs: Option<i64>,
+    cpus: impl FnOnce() -> usize,
+) -> Result<usize, ConfigError> {
     match n_jobs {
         None => Ok(1),
         Some(0) => Err(ConfigError::new(
@@ -21,7 +25,7 @@ pub(crate) fn effective_n_jobs(n_jobs: Option<i64>, cpus: usize) -> Result<usize
         )),
         Some(n) if n > 0 => Ok(n as usize),
         Some(n) => {
-            let cpus = i64::try_from(cpus).unwrap_or(i64::MAX);
+            let cpus = i64::try_from(cpus()).unwrap_or(i64::MAX);
             let n = (cpus + 1).saturating_add(n).clamp(1, MAX_WORKERS as i64);
             Ok(n as usize)
         }
@@ -264,20 +268,20 @@ mod tests {
 
     #[test]
     fn n_jobs_follows_joblib() {
-        assert_eq!(effective_n_jobs(None, 8), Ok(1));
-        assert_eq!(effective_n_jobs(Some(3), 8), Ok(3));
-        assert_eq!(effective_n_jobs(Some(-1), 8), Ok(8));
-        assert_eq!(effective_n_jobs(Some(-2), 8), Ok(7));
-        assert_eq!(effective_n_jobs(Some(-20), 8), Ok(1));
-        assert_eq!(effective_n_jobs(Some(i64::MIN), 8), Ok(1));
+        assert_eq!(effective_n_jobs(None, || 8), Ok(1));
+        assert_eq!(effective_n_jobs(Some(3), || 8), Ok(3));
+        assert_eq!(effective_n_jobs(Some(-1), || 8), Ok(8));
+        assert_eq!(effective_n_jobs(Some(-2), || 8), Ok(7));
+        assert_eq!(effective_n_jobs(Some(-20), || 8), Ok(1));
+        assert_eq!(effective_n_jobs(Some(i64::MIN), || 8), Ok(1));
         assert_eq!(
-            effective_n_jobs(Some(0), 8).unwrap_err().parameter(),
+            effective_n_jobs(Some(0), || 8).unwrap_err().parameter(),
             "n_jobs"
         );
-        let huge = effective_n_jobs(Some(i64::MAX), 8).unwrap_err();
+        let huge = effective_n_jobs(Some(i64::MAX), || 8).unwrap_err();
         assert_eq!(huge.parameter(), "n_jobs");
         assert_eq!(
-            effective_n_jobs(Some(MAX_WORKERS as i64), 8),
+            effective_n_jobs(Some(MAX_WORKERS as i64), || 8),
             Ok(MAX_WORKERS)
         );
     }

@@ -156,8 +156,9 @@ impl Parallel {
         self.on_progress(crate::progress::bar())
     }
 
-    fn plan(&self) -> Result<Plan, ConfigError> {
-        let n = effective_n_jobs(self.n_jobs, crate::cpu_count())?;
+    /// `cpus` gives the CPU count, read at most once per call.
+    fn plan(&self, cpus: &dyn Fn() -> usize) -> Result<Plan, ConfigError> {
+        let n = effective_n_jobs(self.n_jobs, cpus)?;
         let batch_size = self.batch_size.validate()?;
         let window = self.pre_dispatch.resolve(n)?;
         // Nested calls run sequentially, as in joblib: a task of a parallel call already has
@@ -194,7 +195,9 @@ impl Parallel {
         if self.backend == Backend::Processes {
             check_process_call::<J>()?;
         }
-        let mut plan = self.plan()?;
+        let cpu_count = std::cell::OnceCell::new();
+        let cpus = || *cpu_count.get_or_init(crate::cpu_count);
+        let mut plan = self.plan(&cpus)?;
         // The pool and the workers' thread limits follow the call's n_jobs; only the number
         // of workers this call uses follows its length (no more workers than tasks).
         let n_jobs = plan.workers;
@@ -223,7 +226,7 @@ impl Parallel {
                 .unzip(),
             Backend::Processes => {
                 // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each.
-                let limit = (crate::cpu_count() / n_jobs).max(1);
+                let limit = (cpus() / n_jobs).max(1);
                 let runners = processes::runners(
                     plan.workers,
                     n_jobs,
