@@ -225,12 +225,11 @@ impl Parallel {
                 .map(|_| (Slot::in_memory(), Box::new(Here) as _))
                 .unzip(),
             Backend::Processes => {
-                // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each.
-                let limit = (cpus() / n_jobs).max(1);
                 let runners = processes::runners(
                     plan.workers,
                     n_jobs,
-                    limit,
+                    // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each.
+                    || (cpus() / n_jobs).max(1),
                     self.max_nbytes
                         .unwrap_or(crate::protocol::DEFAULT_THRESHOLD),
                 )

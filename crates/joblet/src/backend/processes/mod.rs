@@ -66,12 +66,12 @@ pub(crate) struct ProcessRunner {
     max_nbytes: usize,
 }
 
-/// Checks out `n` workers for a call of `n_jobs`, whose native thread pools are limited to
-/// `thread_limit` threads.
+/// Checks out `n` workers for a call of `n_jobs`; new ones limit their native thread pools to
+/// `thread_limit()` threads.
 pub(crate) fn runners(
     n: usize,
     n_jobs: usize,
-    thread_limit: usize,
+    thread_limit: impl FnOnce() -> usize,
     max_nbytes: usize,
 ) -> Result<Vec<ProcessRunner>, StartError> {
     let workers = pool::checkout(n, n_jobs, thread_limit)?;

@@ -103,14 +103,18 @@ pub(crate) fn set_idle_timeout(timeout: Duration) {
     }
 }
 
-/// Takes `n` workers started with `thread_limit` for a call of `n_jobs`: idle ones first, new
-/// ones for the rest. Idle workers beyond `n_jobs` are ended: the pool resizes to the calls it
-/// serves.
+/// Takes `n` workers for a call of `n_jobs` whose native thread pools get `thread_limit()`
+/// threads: idle ones with that limit first, new ones for the rest. `thread_limit()` reads the
+/// CPU count, so it is asked only when an idle worker last served another `n_jobs` or a worker
+/// must start. Idle workers beyond `n_jobs` are ended: the pool resizes to the calls it serves.
 pub(crate) fn checkout(
     n: usize,
     n_jobs: usize,
-    thread_limit: usize,
+    thread_limit: impl FnOnce() -> usize,
 ) -> Result<Vec<Worker>, StartError> {
+    let known = std::cell::OnceCell::new();
+    let mut thread_limit = Some(thread_limit);
+    let mut limit = || *known.get_or_init(|| thread_limit.take().map_or(1, |f| f()));
     let (mut workers, stale, requests, idle) = {
         let mut guard = pool();
         let pool = guard.as_mut().expect("pool() creates the pool");
@@ -120,8 +124,10 @@ pub(crate) fn checkout(
         // Reuse what fits; keep idle ones up to n_jobs (a short call does not shrink the
         // pool); end the rest: another thread limit, or beyond n_jobs (the pool resizes to
         // the calls it serves, as loky's does).
-        for i in pool.idle.drain(..) {
-            let fits = i.worker.thread_limit == thread_limit && i.worker.process.is_alive();
+        for mut i in pool.idle.drain(..) {
+            let fits = (i.worker.n_jobs == n_jobs || i.worker.thread_limit == limit())
+                && i.worker.process.is_alive();
+            i.worker.n_jobs = n_jobs;
             if fits && workers.len() < n {
                 workers.push(i.worker);
             } else if fits && workers.len() + kept.len() < n_jobs {
@@ -137,6 +143,7 @@ pub(crate) fn checkout(
         w.process.terminate();
     }
     // Start the missing workers at once, then wait for each one's hello.
+    let thread_limit = if workers.len() < n { limit() } else { 0 };
     let mut pending = Vec::new();
     for _ in workers.len()..n {
         let (reply, answer) = mpsc::channel();
@@ -158,7 +165,7 @@ pub(crate) fn checkout(
             .and_then(|r| r.map_err(|e| StartError(format!("cannot start a worker process: {e}"))))
         {
             Ok((child, stream, status)) => {
-                match spawn::handshake(child, stream, status, thread_limit) {
+                match spawn::handshake(child, stream, status, thread_limit, n_jobs) {
                     Ok(w) => workers.push(w),
                     Err(e) => error = error.or(Some(e)),
                 }

@@ -159,8 +159,11 @@ pub(crate) struct Worker {
     pub(crate) process: Arc<Process>,
     pub(crate) channel: Channel,
     pub(crate) status: Arc<StatusPage>,
-    /// The thread limit it was started with (its environment cannot change later).
+    /// The thread limit in its environment (which cannot change later).
     pub(crate) thread_limit: usize,
+    /// The `n_jobs` of the last call it served, whose thread limit is `thread_limit`: a call
+    /// with the same `n_jobs` can reuse it without reading the CPU count again.
+    pub(crate) n_jobs: usize,
 }
 
 /// A worker process just started, before its handshake.
@@ -237,6 +240,7 @@ pub(crate) fn handshake(
     stream: UnixStream,
     status: StatusPage,
     thread_limit: usize,
+    n_jobs: usize,
 ) -> Result<Worker, StartError> {
     let pid = child.id();
     let process = Arc::new(Process {
@@ -282,5 +286,6 @@ pub(crate) fn handshake(
         channel,
         status: Arc::new(status),
         thread_limit,
+        n_jobs,
     })
 }
