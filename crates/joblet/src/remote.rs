@@ -50,7 +50,7 @@ where
     fn into_wire(self) -> Option<WireJob<T, E>> {
         Some(WireJob {
             function: self.name,
-            args: encode_exact(&self.args).map_err(|e| e.to_string()),
+            args: Box::new(EncodeArgs(self.args)),
             decode_value: |bytes| postcard::from_bytes(bytes).map_err(|e| e.to_string()),
             decode_error: |bytes| postcard::from_bytes(bytes).map_err(|e| e.to_string()),
         })
@@ -68,12 +68,34 @@ fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// A job ready for the wire: the function's name, its encoded arguments (or why they could
-/// not be encoded), and how to decode what comes back.
+/// A task's arguments, ready to be encoded straight into a frame.
+pub(crate) trait WireArgs: Send {
+    /// The size of the encoding.
+    fn encoded_len(&self) -> Result<usize, String>;
+    /// Encodes into `out`, which is exactly `encoded_len()` bytes long.
+    fn encode_into(&self, out: &mut [u8]) -> Result<(), String>;
+}
+
+struct EncodeArgs<A>(A);
+
+impl<A: Serialize + Send> WireArgs for EncodeArgs<A> {
+    fn encoded_len(&self) -> Result<usize, String> {
+        postcard::experimental::serialized_size(&self.0).map_err(|e| e.to_string())
+    }
+
+    fn encode_into(&self, out: &mut [u8]) -> Result<(), String> {
+        postcard::to_slice(&self.0, out)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A job ready for the wire: the function's name, its arguments, and how to decode what
+/// comes back.
 #[doc(hidden)]
 pub struct WireJob<T, E> {
     pub(crate) function: &'static str,
-    pub(crate) args: Result<Vec<u8>, String>,
+    pub(crate) args: Box<dyn WireArgs>,
     pub(crate) decode_value: fn(&[u8]) -> Result<T, String>,
     pub(crate) decode_error: fn(&[u8]) -> Result<E, String>,
 }

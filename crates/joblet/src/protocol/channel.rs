@@ -56,6 +56,16 @@ struct Outbox {
 const KEEP_OUTBOX: usize = 256 << 20;
 
 impl Outbox {
+    /// The kept outbox if it has room for `len` bytes, else a new one that replaces it.
+    fn with_room(kept: &mut Option<Outbox>, len: usize) -> io::Result<&mut Outbox> {
+        if kept.as_ref().is_none_or(|o| o.map.len() < len) {
+            *kept = None;
+            // Round up, so that slowly growing messages do not remap every time.
+            *kept = Some(Outbox::new(len.next_power_of_two())?);
+        }
+        Ok(kept.as_mut().expect("just made"))
+    }
+
     fn new(capacity: usize) -> io::Result<Self> {
         let fd = shm::memfd(c"joblet-payload", capacity, true)?;
         let map = Mapping::new(&fd, capacity, Access::Shared)?;
@@ -73,6 +83,31 @@ impl Channel {
         }
     }
 
+    /// Sends a payload of `len` bytes that `fill` writes in place: into the shared outbox when
+    /// `len` is above the threshold, else into a buffer sent through the socket. An error of
+    /// `fill` is returned as `InvalidData`, and nothing is sent.
+    pub(crate) fn send_filled(
+        &mut self,
+        kind: Kind,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), String>,
+    ) -> io::Result<()> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        if len <= self.threshold {
+            let mut payload = vec![0u8; len];
+            fill(&mut payload).map_err(invalid)?;
+            return super::write_frame(&mut self.stream, kind, &payload);
+        }
+        let outbox = Outbox::with_room(&mut self.outbox, len)?;
+        fill(&mut outbox.map.bytes_mut()[..len]).map_err(invalid)?;
+        let header = super::header(kind, FLAG_SHARED, len)?;
+        let sent = send_with_fd(&self.stream, &header, outbox.fd.as_raw_fd());
+        if outbox.map.len() > KEEP_OUTBOX {
+            self.outbox = None;
+        }
+        sent
+    }
+
     /// Sends `message` encoded: inline when small, else encoded in place into the shared
     /// outbox (no intermediate buffer).
     pub(crate) fn send_message<T: serde::Serialize>(
@@ -81,23 +116,11 @@ impl Channel {
         message: &T,
     ) -> io::Result<()> {
         let size = postcard::experimental::serialized_size(message).map_err(io::Error::other)?;
-        if size <= self.threshold {
-            return super::write_frame(&mut self.stream, kind, &super::encode(message));
-        }
-        if self.outbox.as_ref().is_none_or(|o| o.map.len() < size) {
-            self.outbox = None;
-            // Round up, so that slowly growing messages do not remap every time.
-            self.outbox = Some(Outbox::new(size.next_power_of_two())?);
-        }
-        let outbox = self.outbox.as_mut().expect("just made");
-        postcard::to_slice(message, &mut outbox.map.bytes_mut()[..size])
-            .map_err(io::Error::other)?;
-        let header = super::header(kind, FLAG_SHARED, size)?;
-        let sent = send_with_fd(&self.stream, &header, outbox.fd.as_raw_fd());
-        if outbox.map.len() > KEEP_OUTBOX {
-            self.outbox = None;
-        }
-        sent
+        self.send_filled(kind, size, |buf| {
+            postcard::to_slice(message, buf)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 
     pub(crate) fn stream(&self) -> &UnixStream {

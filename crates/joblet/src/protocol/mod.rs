@@ -125,26 +125,53 @@ pub(crate) struct Hello {
     pub(crate) pid: u32,
 }
 
-/// Run tasks `first ..`: each names a function of `functions` and carries its encoded
-/// arguments. (A batch usually calls one function: its name travels once.) Decoding borrows
-/// the names and arguments from the received frame: no copy of big arguments.
+/// The head of a `RunBatch` frame: run tasks `first ..`, each naming a function of
+/// `functions` (a batch usually calls one function: its name travels once). The tasks'
+/// encoded arguments follow the head in the frame, back to back, `len` bytes each: the parent
+/// encodes them straight into the frame (shared memory for big batches), and the worker's
+/// functions decode them from there, with no copy in between.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct RunBatch<'a> {
+pub(crate) struct BatchHead<'a> {
     /// Payloads above this many bytes go through shared memory (the answer too).
     pub(crate) max_nbytes: u64,
     #[serde(borrow)]
     pub(crate) functions: Vec<&'a str>,
     pub(crate) first: u64,
-    #[serde(borrow)]
-    pub(crate) tasks: Vec<Task<'a>>,
+    pub(crate) tasks: Vec<TaskHead>,
 }
 
-/// One task of a batch: which function, and its encoded arguments.
+/// One task of a batch: which function, and how long its encoded arguments are.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Task<'a> {
+pub(crate) struct TaskHead {
     pub(crate) function: u32,
-    #[serde(with = "serde_bytes")]
-    pub(crate) args: &'a [u8],
+    pub(crate) len: u64,
+}
+
+/// Reads a `RunBatch` payload back: its head, and each task's argument bytes.
+pub(crate) fn split_batch(payload: &[u8]) -> Result<(BatchHead<'_>, Vec<&[u8]>), FrameError> {
+    let malformed = |what: String| FrameError::Malformed { offset: 0, what };
+    let (head, mut rest): (BatchHead, &[u8]) = postcard::take_from_bytes(payload)
+        .map_err(|e| malformed(format!("undecodable RunBatch head: {e}")))?;
+    let mut args = Vec::with_capacity(head.tasks.len());
+    for (i, task) in head.tasks.iter().enumerate() {
+        let len = usize::try_from(task.len).unwrap_or(usize::MAX);
+        if len > rest.len() {
+            return Err(malformed(format!(
+                "task {i} of the batch announces {len} bytes of arguments, {} are left",
+                rest.len()
+            )));
+        }
+        let (this, tail) = rest.split_at(len);
+        args.push(this);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(malformed(format!(
+            "{} bytes after the last task's arguments",
+            rest.len()
+        )));
+    }
+    Ok((head, args))
 }
 
 /// The results of a batch: the encoded values of its first tasks, and how it ended.
@@ -264,10 +291,48 @@ mod tests {
 
     #[test]
     fn undecodable_messages_are_errors_not_panics() {
-        let e = decode::<RunBatch>("RunBatch", &[0xff, 0xff, 0xff]).unwrap_err();
+        let e = decode::<BatchDone>("BatchDone", &[0xff, 0xff, 0xff]).unwrap_err();
         assert!(
-            e.to_string().contains("undecodable RunBatch message"),
+            e.to_string().contains("undecodable BatchDone message"),
             "{e}"
         );
+        let e = split_batch(&[0xff, 0xff, 0xff]).unwrap_err();
+        assert!(e.to_string().contains("undecodable RunBatch head"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_is_a_head_then_each_tasks_arguments() {
+        let head = BatchHead {
+            max_nbytes: 0,
+            functions: vec!["f"],
+            first: 0,
+            tasks: vec![
+                TaskHead {
+                    function: 0,
+                    len: 4,
+                },
+                TaskHead {
+                    function: 0,
+                    len: 6,
+                },
+            ],
+        };
+        let mut payload = encode(&head);
+        payload.extend([1, 2, 3, 4, 5, 6]);
+        let e = split_batch(&payload).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("task 1 of the batch announces 6 bytes"),
+            "{e}"
+        );
+        payload.extend([7, 8, 9, 10]);
+        let (head, args) = split_batch(&payload).unwrap();
+        assert_eq!(head.functions, vec!["f"]);
+        assert_eq!(args, vec![&[1u8, 2, 3, 4][..], &[5, 6, 7, 8, 9, 10][..]]);
+        payload.push(0);
+        assert!(split_batch(&payload)
+            .unwrap_err()
+            .to_string()
+            .contains("1 bytes after"));
     }
 }

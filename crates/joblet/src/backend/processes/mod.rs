@@ -34,7 +34,7 @@ pub(crate) mod worker;
 pub use spawn::WorkerExit;
 
 use crate::error::Failure;
-use crate::protocol::{self, BatchDone, FrameError, Kind, RunBatch, Task};
+use crate::protocol::{self, BatchDone, BatchHead, FrameError, Kind, TaskHead};
 use crate::scheduler::batching::IdealDuration;
 use crate::scheduler::feed::Batch;
 use crate::scheduler::{BatchEnd, BatchReport, ClockCells, RunContext, Runner, Slot};
@@ -135,24 +135,19 @@ impl<J: Job> Runner<J> for ProcessRunner {
             return broken(Vec::new(), first, "the worker of this slot is gone".into());
         }
         let mut functions: Vec<&'static str> = Vec::new();
-        let mut encoded = Vec::with_capacity(batch.jobs.len());
+        let mut tasks = Vec::with_capacity(batch.jobs.len());
+        let mut args = Vec::with_capacity(batch.jobs.len());
         let mut decoders = Vec::with_capacity(batch.jobs.len());
         for (i, job) in batch.jobs.into_iter().enumerate() {
             let Some(wire) = job.into_wire() else {
-                return broken(
-                    Vec::new(),
-                    first + i,
-                    "this task cannot be sent to a worker process".into(),
-                );
+                let why = "this task cannot be sent to a worker process".into();
+                return broken(Vec::new(), first + i, why);
             };
-            let args = match wire.args {
-                Ok(a) => a,
+            let len = match wire.args.encoded_len() {
+                Ok(len) => len,
                 Err(e) => {
-                    return broken(
-                        Vec::new(),
-                        first + i,
-                        format!("cannot encode the arguments of {}: {e}", wire.function),
-                    )
+                    let why = format!("cannot encode the arguments of {}: {e}", wire.function);
+                    return broken(Vec::new(), first + i, why);
                 }
             };
             let f = match functions.iter().position(|&n| n == wire.function) {
@@ -162,29 +157,49 @@ impl<J: Job> Runner<J> for ProcessRunner {
                     functions.len() - 1
                 }
             };
-            encoded.push((f as u32, args));
+            tasks.push(TaskHead {
+                function: f as u32,
+                len: len as u64,
+            });
+            args.push(wire.args);
             decoders.push((wire.decode_value, wire.decode_error));
         }
-        let message = RunBatch {
+        let head = BatchHead {
             max_nbytes: self.max_nbytes as u64,
             functions,
             first: first as u64,
-            tasks: encoded
-                .iter()
-                .map(|(function, args)| Task {
-                    function: *function,
-                    args,
-                })
-                .collect(),
+            tasks,
         };
+        let head_len = match postcard::experimental::serialized_size(&head) {
+            Ok(n) => n,
+            Err(e) => return broken(Vec::new(), first, format!("cannot encode the batch: {e}")),
+        };
+        let total = head_len + head.tasks.iter().map(|t| t.len as usize).sum::<usize>();
         let worker = self.worker.as_mut().expect("checked above");
         worker.status.cells()[0].store(0, std::sync::atomic::Ordering::Release);
         worker.channel.set_threshold(self.max_nbytes);
-        let sent = worker.channel.send_message(Kind::RunBatch, &message);
-        drop(message);
-        drop(encoded);
-        if sent.is_err() {
-            return self.died(first, Vec::new());
+        // The arguments are encoded straight into the frame (the shared outbox when big).
+        let sent = worker.channel.send_filled(Kind::RunBatch, total, |buf| {
+            let (head_buf, mut rest) = buf.split_at_mut(head_len);
+            postcard::to_slice(&head, head_buf).map_err(|e| e.to_string())?;
+            for (task, args) in head.tasks.iter().zip(&args) {
+                let (this, tail) = rest.split_at_mut(task.len as usize);
+                args.encode_into(this)?;
+                rest = tail;
+            }
+            Ok(())
+        });
+        drop(args);
+        match sent {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return broken(
+                    Vec::new(),
+                    first,
+                    format!("cannot encode the arguments: {e}"),
+                );
+            }
+            Err(_) => return self.died(first, Vec::new()),
         }
         let payload = match worker.channel.recv() {
             Ok((Kind::BatchDone, payload)) => payload,

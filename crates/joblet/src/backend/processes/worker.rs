@@ -4,7 +4,8 @@
 use super::spawn::{ENV_IDLE_MS, ENV_PROTOCOL_FD, ENV_STATUS_FD};
 use super::status::StatusPage;
 use crate::protocol::{
-    self, BatchDone, BatchEnd, Bytes, Channel, FrameError, Hello, Kind, RunBatch, DEFAULT_THRESHOLD,
+    self, BatchDone, BatchEnd, BatchHead, Bytes, Channel, FrameError, Hello, Kind,
+    DEFAULT_THRESHOLD,
 };
 use crate::remote::{lookup, Called};
 use crate::scheduler::monotonic_ns;
@@ -103,11 +104,11 @@ fn serve(fd: Option<i32>) -> io::Result<()> {
                 "unexpected {kind:?} frame from the parent"
             )));
         }
-        let batch: RunBatch =
-            protocol::decode("RunBatch", &payload).map_err(|e| io::Error::other(e.to_string()))?;
+        let (batch, args) =
+            protocol::split_batch(&payload).map_err(|e| io::Error::other(e.to_string()))?;
         channel.set_threshold(usize::try_from(batch.max_nbytes).unwrap_or(usize::MAX));
-        let outcome = run_batch(&batch, &status);
-        drop(batch);
+        let outcome = run_batch(&batch, &args, &status);
+        drop((batch, args));
         drop(payload);
         channel.send_message(Kind::BatchDone, &outcome.message())?;
         // Only now is the batch over: a crash while encoding or sending the answer is still
@@ -157,10 +158,10 @@ impl Outcome {
     }
 }
 
-fn run_batch(batch: &RunBatch<'_>, status: &StatusPage) -> Outcome {
+fn run_batch(batch: &BatchHead<'_>, args: &[&[u8]], status: &StatusPage) -> Outcome {
     let [running, started] = status.cells();
     let mut values = Vec::with_capacity(batch.tasks.len());
-    for (i, task) in batch.tasks.iter().enumerate() {
+    for (i, (task, args)) in batch.tasks.iter().zip(args).enumerate() {
         let index = batch.first + i as u64;
         started.store(monotonic_ns(), Ordering::Release);
         running.store(index + 1, Ordering::Release);
@@ -172,7 +173,7 @@ fn run_batch(batch: &RunBatch<'_>, status: &StatusPage) -> Outcome {
             ));
             return Outcome { values, end };
         };
-        let end = match catch_unwind(AssertUnwindSafe(|| call(task.args))) {
+        let end = match catch_unwind(AssertUnwindSafe(|| call(args))) {
             Ok(Called::Value(v)) => {
                 values.push(v);
                 continue;
