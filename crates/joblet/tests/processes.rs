@@ -18,6 +18,8 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+mod common;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,6 +42,8 @@ const COPY_LIMIT: Duration = Duration::from_secs(45);
 /// The longest wait for something a correct implementation does at once; a wait that ends
 /// this way fails the test, never hangs it.
 const MAX_WAIT: Duration = Duration::from_secs(10);
+/// How the panics that tests inject begin (the behaviour group's words included).
+const INJECTED: [&str; 3] = ["injected panic", "boom ", "no item "];
 /// The thread-count variables workers get (`spawn.rs`'s list).
 const THREAD_VARS: [&str; 7] = [
     "OMP_NUM_THREADS",
@@ -56,7 +60,8 @@ fn main() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = info.payload().downcast_ref::<String>();
-        match message.filter(|m| m.starts_with("injected panic")) {
+        let injected = |m: &&String| INJECTED.iter().any(|p| m.starts_with(p));
+        match message.filter(injected) {
             Some(m) => eprintln!("process {}: {m}", std::process::id()),
             None => report(info),
         }
@@ -218,6 +223,7 @@ fn scenarios() -> Vec<Scenario> {
             calls_in_workers_run_sequentially,
         ),
     ]);
+    all.extend(behaviour::scenarios());
     all
 }
 
@@ -1983,4 +1989,1043 @@ fn program_without_hook() {
         other => println!("unexpected {other:?}"),
     }
     println!("children {}", children().len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. The behaviour suite (tests/behaviour.rs), on worker processes.
+
+/// The engine's behaviour suite on `Backend::Processes`: each test of `behaviour.rs` whose
+/// meaning survives the process boundary, under the same name, with the same assertions;
+/// tasks are `remote_fn!` functions, orderings between tasks and the test go through files.
+///
+/// Not ported, and why:
+/// - `map_and_try_map`, `outcomes_collect_every_outcome`, and the `map`, `try_map`, `outcomes`,
+///   `run` and `iter` parts of other tests: these entry points take closures, which a process
+///   call refuses (`misuse::closures_are_refused`); their `try_` forms are checked instead.
+/// - `delayed_takes_zero_one_or_three_arguments`: `delayed` wraps closures; its process
+///   counterpart, remote functions of zero, one and three arguments, is
+///   `remote_fn_takes_zero_one_or_three_arguments`.
+/// - `borrowed_input_is_released_before_the_call_returns`,
+///   `a_failing_call_drops_its_borrowed_input_while_tasks_still_run`: about borrowed input
+///   lifetimes, which the process backend does not change (the input stays in the caller).
+/// - `nested_calls_run_sequentially_in_the_task`: thread identity and a shared gauge; the
+///   process form is `nested::calls_in_workers_run_sequentially`.
+/// - `a_failing_call_returns_while_another_task_still_runs`,
+///   `dropping_an_iterator_cancels_running_tasks`,
+///   `tasks_of_a_nested_call_see_the_enclosing_call_cancelled`, and the `is_cancelled` half of
+///   `a_timeout_names_the_stuck_task_and_cancels_it`: `is_cancelled` inside tasks; workers are
+///   killed instead (`fail_fast::`, `timeout::`, `pool::dropped_iterator_leaves_the_pool_healthy`).
+/// - `n_jobs_tasks_run_at_once_and_no_more`: a shared gauge; `n_jobs` workers, each on its own
+///   process, all at once, is what the `pool::` meetings check.
+/// - `api_types_are_send_and_errors_are_std_errors`: type checks, backend-free.
+mod behaviour {
+    use super::*;
+    use common::{counted, with_batch, Probe};
+    use joblet::{BatchSize, Job, Progress, Remote};
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    pub(super) fn scenarios() -> Vec<Scenario> {
+        let group = |name: &str, body: fn()| test(&format!("behaviour::{name}"), body);
+        vec![
+            group(
+                "order_is_preserved_under_random_durations",
+                order_is_preserved_under_random_durations,
+            ),
+            group(
+                "the_failing_task_is_named_whatever_the_batching",
+                the_failing_task_is_named_whatever_the_batching,
+            ),
+            group(
+                "input_is_pulled_at_most_pre_dispatch_batches_ahead",
+                input_is_pulled_at_most_pre_dispatch_batches_ahead,
+            ),
+            group(
+                "the_first_error_stops_dispatch",
+                the_first_error_stops_dispatch,
+            ),
+            group(
+                "errors_and_panics_carry_the_task_index",
+                errors_and_panics_carry_the_task_index,
+            ),
+            group(
+                "a_panicking_input_iterator_gives_an_input_error",
+                a_panicking_input_iterator_gives_an_input_error,
+            ),
+            group("n_jobs_edge_values", n_jobs_edge_values),
+            group(
+                "invalid_batch_size_and_pre_dispatch_are_config_errors",
+                invalid_batch_size_and_pre_dispatch_are_config_errors,
+            ),
+            group(
+                "a_task_that_overruns_the_timeout_fails_the_call",
+                a_task_that_overruns_the_timeout_fails_the_call,
+            ),
+            group(
+                "a_timeout_names_the_stuck_task",
+                a_timeout_names_the_stuck_task,
+            ),
+            group(
+                "progress_events_have_consistent_counters",
+                progress_events_have_consistent_counters,
+            ),
+            group(
+                "dropping_an_iterator_stops_the_call",
+                dropping_an_iterator_stops_the_call,
+            ),
+            group(
+                "iter_on_an_endless_input_runs_in_bounded_memory",
+                iter_on_an_endless_input_runs_in_bounded_memory,
+            ),
+            group("a_parallel_serves_many_calls", a_parallel_serves_many_calls),
+            group(
+                "remote_fn_takes_zero_one_or_three_arguments",
+                remote_fn_takes_zero_one_or_three_arguments,
+            ),
+            group(
+                "empty_input_gives_empty_results",
+                empty_input_gives_empty_results,
+            ),
+            group(
+                "outside_a_task_nothing_is_cancelled_or_nested",
+                outside_a_task_nothing_is_cancelled_or_nested,
+            ),
+            group(
+                "pre_dispatch_accepts_any_positive_count",
+                pre_dispatch_accepts_any_positive_count,
+            ),
+            group(
+                "huge_n_jobs_neither_panics_nor_blames_pre_dispatch",
+                huge_n_jobs_neither_panics_nor_blames_pre_dispatch,
+            ),
+            group(
+                "unordered_yields_fast_results_before_a_slow_one",
+                unordered_yields_fast_results_before_a_slow_one,
+            ),
+            group(
+                "a_streaming_input_yields_each_result_once_its_item_arrived",
+                a_streaming_input_yields_each_result_once_its_item_arrived,
+            ),
+        ]
+    }
+
+    joblet::remote_fn! {
+        /// Returns `i`.
+        fn echo_index(i: usize) -> usize { i }
+    }
+
+    joblet::remote_fn! {
+        /// Sleeps `micros` microseconds (none for 0), then returns `i`.
+        fn index_after(i: usize, micros: u64) -> usize {
+            if micros > 0 {
+                thread::sleep(Duration::from_micros(micros));
+            }
+            i
+        }
+    }
+
+    joblet::remote_fn! {
+        /// Returns `i`; task `bad` fails with `"bad <bad>"`.
+        fn fails_at(i: usize, bad: usize) -> Result<usize, String> {
+            if i == bad { Err(format!("bad {i}")) } else { Ok(i) }
+        }
+    }
+
+    joblet::remote_fn! {
+        /// Returns `i`; task `bad` panics with `"boom <bad>"`.
+        fn panics_at(i: usize, bad: usize) -> usize {
+            if i == bad {
+                panic!("boom {i}");
+            }
+            i
+        }
+    }
+
+    joblet::remote_fn! {
+        /// Returns `i`; task `bad` panics with a payload that is not a string.
+        fn panics_any_at(i: usize, bad: usize) -> usize {
+            if i == bad {
+                std::panic::panic_any(i);
+            }
+            i
+        }
+    }
+
+    joblet::remote_fn! {
+        /// Creates `dir/<i>` (the task started), then fails like [`fails_at`].
+        fn starts_then_fails_at(dir: PathBuf, i: usize, bad: usize) -> Result<usize, String> {
+            std::fs::write(dir.join(i.to_string()), b"").expect("mark the task started");
+            fails_at(i, bad)
+        }
+    }
+
+    joblet::remote_fn! {
+        /// Whether `file` appeared within [`MAX_WAIT`] for task `slow`; `true` for the others.
+        fn waits_for_file_at(i: usize, slow: usize, file: PathBuf) -> bool {
+            i != slow || wait_until(MAX_WAIT, || file.exists())
+        }
+    }
+
+    joblet::remote_fn! {
+        /// `i + round`.
+        fn add(i: usize, round: usize) -> usize { i + round }
+    }
+
+    joblet::remote_fn! {
+        /// Whether the task sees its call cancelled, and its nesting depth.
+        fn cancelled_here(i: usize) -> (bool, usize) {
+            let _ = i;
+            (joblet::is_cancelled(), joblet::nesting_depth())
+        }
+    }
+
+    joblet::remote_fn! {
+        fn answer() -> u64 { 42 }
+    }
+
+    joblet::remote_fn! {
+        fn square(x: u64) -> u64 { x * x }
+    }
+
+    joblet::remote_fn! {
+        fn describe(name: String, count: usize, scale: f64) -> String {
+            format!("{name} {count} x{scale}")
+        }
+    }
+
+    joblet::remote_fn! {
+        fn parse(text: String) -> Result<i32, String> {
+            text.parse().map_err(|e: std::num::ParseIntError| e.to_string())
+        }
+    }
+
+    /// A task error that is a std error (and a serde type).
+    #[derive(Debug, Serialize, Deserialize)]
+    struct DiskFull;
+
+    impl fmt::Display for DiskFull {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("disk full")
+        }
+    }
+
+    impl std::error::Error for DiskFull {}
+
+    joblet::remote_fn! {
+        /// Returns `i`; task `bad` fails with [`DiskFull`].
+        fn disk_full_at(i: usize, bad: usize) -> Result<usize, DiskFull> {
+            if i == bad { Err(DiskFull) } else { Ok(i) }
+        }
+    }
+
+    fn indices(n: usize) -> Vec<usize> {
+        (0..n).collect()
+    }
+
+    /// `n_jobs` processes and the batch size (`None`: automatic).
+    fn parallel(n_jobs: i64, batch: Option<usize>) -> Parallel {
+        with_batch(processes(n_jobs), batch)
+    }
+
+    /// Tasks `0..n` returning their index; task `bad` returns `Err("bad <bad>")`.
+    fn failing_at(
+        n: usize,
+        bad: usize,
+    ) -> impl Iterator<Item = Remote<(usize, usize), usize, String>> + Send + 'static {
+        (0..n).map(move |i| fails_at::task(i, bad))
+    }
+
+    /// Tasks `0..n` returning their index; task `bad` panics with `"boom <bad>"`.
+    fn panicking_at(
+        n: usize,
+        bad: usize,
+    ) -> impl Iterator<Item = impl Job<Output = usize, Error: fmt::Debug>> + Send + 'static {
+        (0..n).map(move |i| panics_at::task(i, bad))
+    }
+
+    /// `try_run`, `try_iter` and `try_iter_unordered` give every result, in input order for
+    /// the first two, whatever the task durations, the number of workers and the batch size
+    /// (seeded random cases).
+    fn order_is_preserved_under_random_durations() {
+        let mut rng = StdRng::seed_from_u64(0x0bde_2024);
+        for case in 0..16 {
+            let n = rng.gen_range(0..32usize);
+            let micros: Vec<u64> = (0..n).map(|_| rng.gen_range(0..400)).collect();
+            let n_jobs = rng.gen_range(1..=4i64);
+            let batch = rng.gen_bool(0.5).then(|| rng.gen_range(1..5usize));
+            let what = format!("case {case}: n_jobs {n_jobs}, batch {batch:?}, {micros:?}");
+            let p = parallel(n_jobs, batch);
+            let tasks = || {
+                let micros = micros.clone();
+                (0..n).map(move |i| index_after::task(i, micros[i]))
+            };
+            assert_eq!(p.try_run(tasks()).unwrap(), indices(n), "{what}");
+            let lazily: Vec<usize> = p.try_iter(tasks()).unwrap().map(Result::unwrap).collect();
+            assert_eq!(lazily, indices(n), "{what}");
+            let mut pairs: Vec<(usize, usize)> = p
+                .try_iter_unordered(tasks())
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(pairs.iter().all(|(i, v)| i == v), "{what}: {pairs:?}");
+            pairs.sort_unstable();
+            let got: Vec<usize> = pairs.into_iter().map(|(i, _)| i).collect();
+            assert_eq!(got, indices(n), "{what}");
+        }
+    }
+
+    /// Whatever the size of the call, the workers and the batching, an `Err` or a panic is
+    /// reported with the index of the task that raised it (seeded random cases).
+    fn the_failing_task_is_named_whatever_the_batching() {
+        let mut rng = StdRng::seed_from_u64(0x0bad_2024);
+        for case in 0..16 {
+            let n = rng.gen_range(1..40usize);
+            let bad = rng.gen_range(0..n);
+            let n_jobs = rng.gen_range(1..=4i64);
+            let batch = rng.gen_bool(0.5).then(|| rng.gen_range(1..6usize));
+            let what = format!("case {case}: {n} tasks, bad {bad}, n_jobs {n_jobs}, {batch:?}");
+            let p = parallel(n_jobs, batch);
+            match p.try_run(failing_at(n, bad)) {
+                Err(Error::Task { index, source }) => {
+                    assert_eq!((index, source), (bad, format!("bad {bad}")), "{what}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+            match p.try_run(panicking_at(n, bad)) {
+                Err(Error::Panicked { index, message }) => {
+                    assert_eq!((index, message), (bad, format!("boom {bad}")), "{what}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    /// The input (in the caller) is pulled lazily: consuming `try_iter` (or
+    /// `try_iter_unordered`) one result at a time with `batch_size(b)` and `pre_dispatch(k)`,
+    /// the items pulled never exceed `((max(c, 1) - 1) / b + k) * b` after `c` results (the
+    /// bound of `scheduler/feed.rs` and `deliver.rs`, derived in `behaviour.rs`), and the
+    /// workers fill the window up to that bound.
+    fn input_is_pulled_at_most_pre_dispatch_batches_ahead() {
+        const N: usize = 60;
+        for (b, k) in [(1usize, 1usize), (1, 3), (3, 2), (4, 5)] {
+            for unordered in [false, true] {
+                let case = format!("batch_size {b}, pre_dispatch {k}, unordered {unordered}");
+                let (input, probe) = counted((0..N).map(echo_index::task));
+                let p = processes(2).batch_size(b).pre_dispatch(k);
+                let mut results: Box<dyn Iterator<Item = usize>> = if unordered {
+                    Box::new(p.try_iter_unordered(input).unwrap().map(|r| r.unwrap().1))
+                } else {
+                    Box::new(p.try_iter(input).unwrap().map(Result::unwrap))
+                };
+                let bound = |c: usize| N.min(((c.max(1) - 1) / b + k) * b);
+                let check = |c: usize| {
+                    let pulled = probe.pulled();
+                    assert!(
+                        pulled <= bound(c),
+                        "{case}: {pulled} items pulled after {c} results, at most {} allowed",
+                        bound(c)
+                    );
+                    assert!(
+                        common::wait_until(MAX_WAIT, || probe.pulled() >= bound(c)),
+                        "{case}: the window was never filled after {c} results: {} pulled",
+                        probe.pulled()
+                    );
+                    assert_eq!(probe.pulled(), bound(c), "{case}: after {c} results");
+                };
+                check(0);
+                let mut got = Vec::new();
+                for c in 1..=N {
+                    let v = results.next();
+                    got.push(v.unwrap_or_else(|| panic!("{case}: ended after {} results", c - 1)));
+                    check(c);
+                }
+                assert!(results.next().is_none(), "{case}: more than {N} results");
+                if unordered {
+                    got.sort_unstable();
+                }
+                assert_eq!(got, indices(N), "{case}");
+            }
+        }
+    }
+
+    /// With many tasks and a failure at index `K`, only a window's worth of tasks beyond the
+    /// failure is ever dispatched (pulled from the input) or started (a file per task), and the
+    /// call reports the failure.
+    fn the_first_error_stops_dispatch() {
+        const N: usize = 10_000;
+        const K: usize = 20;
+        const WINDOW: usize = 4;
+        let dir = TempDir::new();
+        let d = dir.0.clone();
+        let (input, probe) =
+            counted((0..N).map(move |i| starts_then_fails_at::task(d.clone(), i, K)));
+        let r = processes(2)
+            .batch_size(1)
+            .pre_dispatch(WINDOW)
+            .try_run(input);
+        match r {
+            Err(Error::Task { index, source }) => {
+                assert_eq!((index, source.as_str()), (K, "bad 20"))
+            }
+            other => panic!("expected the failure of task {K}, got {other:?}"),
+        }
+        assert!(
+            probe.wait_dropped(MAX_WAIT),
+            "the call never released its input"
+        );
+        // A task starts only once pulled: the started count can only grow up to `pulled`.
+        let pulled = probe.pulled();
+        let started = std::fs::read_dir(&dir.0)
+            .expect("read the started marks")
+            .count();
+        assert!(
+            pulled <= K + WINDOW,
+            "{pulled} of {N} items pulled after a failure at {K}"
+        );
+        assert!(
+            started <= K + WINDOW,
+            "{started} of {N} tasks started after a failure at {K}"
+        );
+        assert!(
+            dir.path(&K.to_string()).exists(),
+            "the failing task never started"
+        );
+    }
+
+    /// `Error::Task` and `Error::Panicked` carry the index of the failed task, from every entry
+    /// point, with batches of one, batches that straddle the failure, and automatic batches.
+    /// The lazy iterators yield values in order (or with their indices) until the error, which
+    /// ends them.
+    fn errors_and_panics_carry_the_task_index() {
+        const N: usize = 100;
+        const K: usize = 23;
+        for batch in [Some(1), Some(7), None] {
+            let p = parallel(3, batch);
+            let case = format!("batch_size {batch:?}");
+
+            let err = p.try_run(failing_at(N, K)).unwrap_err();
+            assert_eq!(err.index(), Some(K), "{case}");
+            assert_eq!(err.to_string(), "task 23 failed: bad 23", "{case}");
+            assert!(matches!(err, Error::Task { index: K, ref source } if source == "bad 23"));
+
+            match p.try_run(panicking_at(N, K)) {
+                Err(Error::Panicked { index, message }) => {
+                    assert_eq!((index, message.as_str()), (K, "boom 23"), "{case}")
+                }
+                other => panic!("{case}: {other:?}"),
+            }
+            // A panic payload that is not a string still names the task.
+            let r = p.try_run((0..N).map(|i| panics_any_at::task(i, K)));
+            assert!(
+                matches!(r, Err(Error::Panicked { index: K, .. })),
+                "{case}: {r:?}"
+            );
+
+            let mut it = p.try_iter(failing_at(N, K)).unwrap();
+            let mut next = 0;
+            loop {
+                match it.next() {
+                    Some(Ok(v)) => {
+                        assert_eq!(v, next, "{case}: out of order");
+                        next += 1;
+                    }
+                    Some(Err(Error::Task { index, source })) => {
+                        assert_eq!((index, source.as_str()), (K, "bad 23"), "{case}");
+                        break;
+                    }
+                    other => panic!("{case}: {other:?}"),
+                }
+            }
+            assert!(next <= K, "{case}: a value past the failure");
+            assert!(
+                it.next().is_none(),
+                "{case}: the iterator goes on after the error"
+            );
+
+            let mut it = p.try_iter_unordered(failing_at(N, K)).unwrap();
+            let mut seen = Vec::new();
+            loop {
+                match it.next() {
+                    Some(Ok((i, v))) => {
+                        assert_eq!(i, v, "{case}: a value under the wrong index");
+                        seen.push(i);
+                    }
+                    Some(Err(Error::Task { index, .. })) => {
+                        assert_eq!(index, K, "{case}");
+                        break;
+                    }
+                    other => panic!("{case}: {other:?}"),
+                }
+            }
+            assert!(!seen.contains(&K), "{case}");
+            let delivered = seen.len();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), delivered, "{case}: an index came twice");
+            assert!(it.next().is_none(), "{case}");
+        }
+        // A task error that is a std error is the call error's source.
+        let err = processes(2)
+            .try_run((0..5).map(|i| disk_full_at::task(i, 3)))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "task 3 failed: disk full");
+        let source = std::error::Error::source(&err).expect("the task's error is the source");
+        assert_eq!(source.to_string(), "disk full");
+    }
+
+    /// An input iterator that panics while producing item `k` fails the call with
+    /// `Error::Input { index: k }`; the lazy iterators deliver results before it, in order.
+    fn a_panicking_input_iterator_gives_an_input_error() {
+        const N: usize = 50;
+        let input = |k: usize| {
+            (0..N).map(move |i| {
+                if i == k {
+                    panic!("no item {i}");
+                }
+                echo_index::task(i)
+            })
+        };
+        for batch in [Some(1), Some(4), None] {
+            for k in [0, 13] {
+                let p = parallel(2, batch);
+                let case = format!("batch_size {batch:?}, panic at item {k}");
+                match p.try_run(input(k)) {
+                    Err(Error::Input { index, message }) => {
+                        assert_eq!(index, k, "{case}");
+                        assert_eq!(message, format!("no item {k}"), "{case}");
+                    }
+                    other => panic!("{case}: {other:?}"),
+                }
+                let mut it = p.try_iter(input(k)).unwrap();
+                let mut next = 0;
+                loop {
+                    match it.next() {
+                        Some(Ok(v)) => {
+                            assert_eq!(v, next, "{case}");
+                            next += 1;
+                        }
+                        Some(Err(Error::Input { index, .. })) => {
+                            assert_eq!(index, k, "{case}");
+                            break;
+                        }
+                        other => panic!("{case}: {other:?}"),
+                    }
+                }
+                assert!(next <= k, "{case}");
+                assert!(it.next().is_none(), "{case}");
+                let mut it = p.try_iter_unordered(input(k)).unwrap();
+                let err = loop {
+                    match it.next() {
+                        Some(Ok((i, _))) => assert!(i < k, "{case}: item {i} cannot exist"),
+                        Some(Err(e)) => break e,
+                        None => panic!("{case}: the input panic was lost"),
+                    }
+                };
+                assert!(
+                    matches!(err, Error::Input { index, .. } if index == k),
+                    "{case}: {err:?}"
+                );
+            }
+        }
+    }
+
+    /// The parameter named by the configuration error of a call.
+    fn config_parameter<T, E: fmt::Debug>(what: &str, r: Result<T, Error<E>>) -> &'static str {
+        match r {
+            Err(Error::Config(e)) => {
+                assert!(e
+                    .to_string()
+                    .starts_with(&format!("invalid {}", e.parameter())));
+                e.parameter()
+            }
+            Err(other) => panic!("{what}: expected Error::Config, got {other:?}"),
+            Ok(_) => panic!("{what}: expected Error::Config, the call was accepted"),
+        }
+    }
+
+    /// Every entry point of `p` that takes remote functions fails with a configuration error
+    /// naming `parameter`, without pulling a single item from its input nor starting a worker.
+    fn assert_config_error(p: &Parallel, parameter: &str) {
+        let check = |what: &str, got: &'static str, probe: Probe| {
+            assert_eq!(got, parameter, "{what}");
+            assert_eq!(probe.pulled(), 0, "{what}: the input was pulled");
+        };
+        let input = || counted((0..10usize).map(echo_index::task));
+        let (tasks, probe) = input();
+        check(
+            "try_run",
+            config_parameter("try_run", p.try_run(tasks)),
+            probe,
+        );
+        let (tasks, probe) = input();
+        check(
+            "try_iter",
+            config_parameter("try_iter", p.try_iter(tasks)),
+            probe,
+        );
+        let (tasks, probe) = input();
+        let r = p.try_iter_unordered(tasks);
+        check(
+            "try_iter_unordered",
+            config_parameter("try_iter_unordered", r),
+            probe,
+        );
+    }
+
+    /// joblib's `n_jobs`: -1 is every CPU, -2 all but one, anything below is at least one
+    /// worker; 0 is a configuration error of every entry point.
+    fn n_jobs_edge_values() {
+        for n_jobs in [-1, -2, -3, -1000, i64::MIN, 1, 2, 3, 16] {
+            let r = processes(n_jobs).try_run((0..40u64).map(|i| double::task(i * 3)));
+            let expected: Vec<u64> = (0..40).map(|i| i * 6).collect();
+            assert_eq!(r.unwrap(), expected, "n_jobs {n_jobs}");
+        }
+        assert_config_error(&processes(0), "n_jobs");
+        // A bad n_jobs is reported whatever else is configured.
+        assert_config_error(&processes(0).batch_size(4).pre_dispatch("all"), "n_jobs");
+    }
+
+    /// `batch_size(0)` and `pre_dispatch` values that give no batch or do not parse are
+    /// configuration errors naming their parameter; the documented forms work.
+    fn invalid_batch_size_and_pre_dispatch_are_config_errors() {
+        let before = child_pids();
+        assert_config_error(&processes(2).batch_size(0), "batch_size");
+        assert_config_error(&processes(2).batch_size(BatchSize::Fixed(0)), "batch_size");
+        for bad in [
+            "0",
+            "2*jobs",
+            "n_jobs - n_jobs",
+            "n_jobs / 0",
+            "(2",
+            "",
+            "-1",
+            "two",
+        ] {
+            assert_config_error(&processes(2).pre_dispatch(bad), "pre_dispatch");
+        }
+        assert_config_error(&processes(2).pre_dispatch(0usize), "pre_dispatch");
+        assert_eq!(child_pids(), before, "a refused call started processes");
+        let tasks = || (0..30).map(echo_index::task);
+        for good in [
+            "all",
+            " all ",
+            "2*n_jobs",
+            "3 * n_jobs + 1",
+            "(n_jobs + 1) // 2",
+            "1",
+        ] {
+            let p = processes(2).batch_size(1).pre_dispatch(good);
+            assert_eq!(p.try_run(tasks()).unwrap(), indices(30), "{good:?}");
+        }
+        for good in [1usize, 2, 1000] {
+            let p = processes(2).batch_size(3).pre_dispatch(good);
+            let got: Vec<usize> = p.try_iter(tasks()).unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, indices(30), "pre_dispatch {good}");
+        }
+        for size in [1usize, 2, 7, 1000] {
+            let r = processes(2).batch_size(size).try_run(tasks());
+            assert_eq!(r.unwrap(), indices(30), "batch_size {size}");
+        }
+        let auto = processes(2).batch_size("auto".parse::<BatchSize>().unwrap());
+        assert_eq!(auto.try_run(tasks()).unwrap(), indices(30));
+    }
+
+    /// A task that runs past the timeout fails the call with `Error::TimedOut` naming it. A
+    /// timeout that no task reaches changes nothing.
+    fn a_task_that_overruns_the_timeout_fails_the_call() {
+        let timeout = Duration::from_millis(150);
+        let overrun = 4 * timeout.as_micros() as u64;
+        let r = processes(2)
+            .batch_size(1)
+            .timeout(timeout)
+            .try_run((0..8).map(|i| index_after::task(i, if i == 4 { overrun } else { 0 })));
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, Error::TimedOut { index: 4, timeout: t } if t == timeout),
+            "{err:?}"
+        );
+        assert_eq!(err.index(), Some(4));
+        assert!(
+            err.to_string().starts_with("task 4 did not finish"),
+            "{err}"
+        );
+        let r = processes(2)
+            .timeout(Duration::from_secs(5))
+            .try_run((0..100).map(echo_index::task));
+        assert_eq!(r.unwrap(), indices(100));
+    }
+
+    /// A task stuck past the timeout in the middle of a batch fails the call with
+    /// `Error::TimedOut` naming it, at once (long before the task would give up). Its worker is
+    /// killed rather than cancelled (`timeout::`).
+    fn a_timeout_names_the_stuck_task() {
+        let timeout = Duration::from_millis(100);
+        let dir = TempDir::new();
+        let never = dir.path("never");
+        let started = Instant::now();
+        let r = processes(2)
+            .batch_size(3)
+            .timeout(timeout)
+            .try_run((0..8).map(|i| waits_for_file_at::task(i, 4, never.clone())));
+        assert!(
+            started.elapsed() < MAX_WAIT,
+            "the call waited for the stuck task"
+        );
+        match r {
+            Err(Error::TimedOut { index, timeout: t }) => assert_eq!((index, t), (4, timeout)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<(Progress, ThreadId)>>>;
+
+    /// `p` with a progress callback that records every event and the thread it came on.
+    fn recording(p: Parallel) -> (Parallel, Log) {
+        let log: Log = Arc::default();
+        let l = log.clone();
+        let p = p.on_progress(move |e| l.lock().unwrap().push((*e, thread::current().id())));
+        (p, log)
+    }
+
+    /// Takes the events recorded so far.
+    fn take(log: &Log) -> Vec<(Progress, ThreadId)> {
+        std::mem::take(&mut *log.lock().unwrap())
+    }
+
+    /// Checks the events of one call of `n` tasks: all on the caller's thread, counters that
+    /// add up event by event, every completed batch dispatched before, one `Finished`, last;
+    /// with `failed_at`, one `Failed` for that task just before it, else every task completed.
+    /// (`behaviour.rs`'s `check_progress`.)
+    fn check_progress(events: &[(Progress, ThreadId)], n: usize, failed_at: Option<usize>) {
+        let caller = thread::current().id();
+        assert!(!events.is_empty(), "no progress events");
+        let (mut dispatched, mut completed, mut failed) = (0, 0, 0);
+        let mut batches: Vec<(usize, usize)> = Vec::new();
+        let mut done: Vec<(usize, usize)> = Vec::new();
+        let mut elapsed = Duration::ZERO;
+        for (i, (p, thread)) in events.iter().enumerate() {
+            assert_eq!(*thread, caller, "event {i} ({p:?}) off the caller's thread");
+            match p.event {
+                Event::Dispatched { first, count } => {
+                    assert!(count > 0, "{p:?}");
+                    dispatched += count;
+                    batches.push((first, count));
+                }
+                Event::Completed { first, count } => {
+                    completed += count;
+                    assert!(
+                        batches.contains(&(first, count)),
+                        "{p:?} was never dispatched"
+                    );
+                    done.push((first, count));
+                }
+                Event::Failed { index } => {
+                    failed += 1;
+                    assert_eq!(Some(index), failed_at, "{p:?}");
+                    assert!(
+                        batches.iter().any(|&(f, c)| (f..f + c).contains(&index)),
+                        "the failed task {index} was never dispatched"
+                    );
+                    assert_eq!(i + 2, events.len(), "Failed is followed by Finished only");
+                }
+                Event::Finished => assert_eq!(i + 1, events.len(), "Finished is the last event"),
+                other => panic!("an event this suite does not know: {other:?}"),
+            }
+            assert_eq!(
+                (p.dispatched, p.completed, p.failed),
+                (dispatched, completed, failed),
+                "counters after event {i} ({p:?})"
+            );
+            assert!(p.completed + p.failed <= p.dispatched, "{p:?}");
+            if let Some(total) = p.total {
+                assert_eq!(total, n, "{p:?}");
+            }
+            assert!(p.elapsed >= elapsed, "elapsed went back at event {i}");
+            elapsed = p.elapsed;
+        }
+        assert_eq!(events.last().unwrap().0.event, Event::Finished);
+        batches.sort_unstable();
+        let mut next = 0;
+        for &(first, count) in &batches {
+            assert_eq!(
+                first, next,
+                "dispatched batches overlap or leave a gap: {batches:?}"
+            );
+            next += count;
+        }
+        match failed_at {
+            None => {
+                assert_eq!(
+                    next, n,
+                    "dispatched batches do not cover the input: {batches:?}"
+                );
+                done.sort_unstable();
+                assert_eq!(done, batches, "a dispatched batch never completed");
+                let last = events.last().unwrap().0;
+                assert_eq!((last.completed, last.failed, last.total), (n, 0, Some(n)));
+            }
+            Some(_) => {
+                assert_eq!(failed, 1);
+                assert!(completed < n);
+            }
+        }
+    }
+
+    /// The progress callback gets Dispatched, Completed, Failed and Finished events, in the
+    /// caller's thread, with counters that add up, from every entry point.
+    fn progress_events_have_consistent_counters() {
+        const N: usize = 50;
+        let tasks = || (0..N).map(echo_index::task);
+        for batch in [Some(1), Some(4), None] {
+            let (p, log) = recording(parallel(2, batch));
+            assert_eq!(p.try_run(tasks()).unwrap(), indices(N));
+            check_progress(&take(&log), N, None);
+
+            let got: Vec<usize> = p.try_iter(tasks()).unwrap().map(Result::unwrap).collect();
+            assert_eq!(got, indices(N));
+            check_progress(&take(&log), N, None);
+
+            let got = p.try_iter_unordered(tasks()).unwrap().count();
+            assert_eq!(got, N);
+            check_progress(&take(&log), N, None);
+
+            let r = p.try_run(failing_at(N, 17));
+            assert!(matches!(r, Err(Error::Task { index: 17, .. })), "{r:?}");
+            check_progress(&take(&log), N, Some(17));
+
+            let r = p.try_run(panicking_at(N, 31));
+            assert!(matches!(r, Err(Error::Panicked { index: 31, .. })), "{r:?}");
+            check_progress(&take(&log), N, Some(31));
+
+            assert!(p.try_run((0..0).map(echo_index::task)).unwrap().is_empty());
+            let events = take(&log);
+            assert_eq!(events.len(), 1, "an empty call only finishes: {events:?}");
+            let last = events[0].0;
+            assert_eq!(
+                (last.event, last.dispatched, last.completed),
+                (Event::Finished, 0, 0)
+            );
+            assert_eq!(last.total, Some(0));
+        }
+    }
+
+    /// Dropping a `try_iter` (or `try_iter_unordered`) early stops the call: the input is
+    /// released without being pulled to the end.
+    fn dropping_an_iterator_stops_the_call() {
+        const N: usize = 1_000_000;
+        const WINDOW: usize = 3;
+        for unordered in [false, true] {
+            let (input, probe) = counted((0..N).map(echo_index::task));
+            let p = processes(2).batch_size(1).pre_dispatch(WINDOW);
+            if unordered {
+                let it = p.try_iter_unordered(input).unwrap();
+                assert_eq!(it.take(5).count(), 5);
+            } else {
+                let it = p.try_iter(input).unwrap();
+                assert_eq!(
+                    it.take(5).map(Result::unwrap).collect::<Vec<_>>(),
+                    indices(5)
+                );
+            }
+            assert!(probe.wait_dropped(MAX_WAIT), "the input was never released");
+            // As in `input_is_pulled_at_most_pre_dispatch_batches_ahead`, with b = 1, c = 5.
+            let pulled = probe.pulled();
+            assert!(pulled < 5 + WINDOW, "{pulled} items pulled after 5 results");
+        }
+        // With automatic batching the batches grow, but the call still stops.
+        let (input, probe) = counted((0..N).map(echo_index::task));
+        let mut it = processes(2).try_iter(input).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        drop(it);
+        assert!(probe.wait_dropped(MAX_WAIT), "the input was never released");
+        assert!(
+            probe.pulled() < N / 10,
+            "{} items pulled for 1 result",
+            probe.pulled()
+        );
+    }
+
+    /// `try_iter` over an endless input is lazy: `nth` returns, the input pulled stays within
+    /// the window, and dropping the iterator ends the call.
+    fn iter_on_an_endless_input_runs_in_bounded_memory() {
+        const B: usize = 16;
+        const WINDOW: usize = 4;
+        let (input, probe) = counted((0u64..).map(double::task));
+        let mut it = processes(2)
+            .batch_size(B)
+            .pre_dispatch(WINDOW)
+            .try_iter(input)
+            .unwrap();
+        assert_eq!(it.nth(10_000).unwrap().unwrap(), 20_000);
+        // 10_001 results: (10_001 - 1) / B batches freed, WINDOW more at most.
+        let bound = (10_000 / B + WINDOW) * B;
+        assert!(
+            probe.pulled() <= bound,
+            "{} items pulled, at most {bound}",
+            probe.pulled()
+        );
+        drop(it);
+        assert!(
+            probe.wait_dropped(MAX_WAIT),
+            "the endless call never stopped"
+        );
+        assert!(
+            probe.pulled() <= bound,
+            "{} items pulled, at most {bound}",
+            probe.pulled()
+        );
+
+        // joblib's defaults: automatic batches, pre_dispatch "2*n_jobs".
+        let (input, probe) = counted((0u64..).map(double::task));
+        let mut it = processes(2).try_iter(input).unwrap();
+        assert_eq!(it.nth(100_000).unwrap().unwrap(), 200_000);
+        drop(it);
+        assert!(
+            probe.wait_dropped(MAX_WAIT),
+            "the endless call never stopped"
+        );
+    }
+
+    /// One `Parallel` serves many calls of every kind, before and after a failed one, and its
+    /// clones work too.
+    fn a_parallel_serves_many_calls() {
+        let (p, log) = recording(processes(2));
+        for round in 0..3 {
+            let r = p.try_run((0..20).map(|i| add::task(i, round)));
+            assert_eq!(r.unwrap(), (round..20 + round).collect::<Vec<_>>());
+        }
+        assert!(matches!(
+            p.try_run(failing_at(20, 5)),
+            Err(Error::Task { index: 5, .. })
+        ));
+        let tasks = || (0..20).map(echo_index::task);
+        assert_eq!(p.try_run(tasks()).unwrap(), indices(20));
+        let got: Vec<usize> = p.try_iter(tasks()).unwrap().map(Result::unwrap).collect();
+        assert_eq!(got, indices(20));
+        assert_eq!(p.try_iter_unordered(tasks()).unwrap().count(), 20);
+        let clone = p.clone();
+        assert_eq!(clone.try_run(tasks()).unwrap(), indices(20));
+        let finished = take(&log)
+            .iter()
+            .filter(|(e, _)| e.event == Event::Finished)
+            .count();
+        assert_eq!(finished, 8, "one Finished per call, the clone's included");
+    }
+
+    /// Remote functions of zero, one and three arguments (`delayed_takes_zero_one_or_three_
+    /// arguments`'s counterpart), with owned arguments; a failing one names its task.
+    fn remote_fn_takes_zero_one_or_three_arguments() {
+        let p = processes(2);
+        assert_eq!(
+            p.try_run((0..3).map(|_| answer::task())).unwrap(),
+            vec![42; 3]
+        );
+        let r = p.try_run((0..5u64).map(square::task));
+        assert_eq!(r.unwrap(), vec![0, 1, 4, 9, 16]);
+        let r = p.try_run((0..2usize).map(|i| describe::task("item".into(), i, 0.5)));
+        assert_eq!(r.unwrap(), vec!["item 0 x0.5", "item 1 x0.5"]);
+        let r = p.try_run(["1", "x", "3"].map(|t| parse::task(t.to_string())));
+        assert!(matches!(r, Err(Error::Task { index: 1, .. })), "{r:?}");
+    }
+
+    /// An empty input gives empty results from every entry point.
+    fn empty_input_gives_empty_results() {
+        let p = processes(2);
+        let none = || (0..0).map(echo_index::task);
+        assert!(p.try_run(none()).unwrap().is_empty());
+        assert!(p.try_iter(none()).unwrap().next().is_none());
+        assert!(p.try_iter_unordered(none()).unwrap().next().is_none());
+    }
+
+    /// Outside a task nothing is cancelled or nested; inside a task of a call that goes well
+    /// (in a worker: depth 1), nothing is cancelled.
+    fn outside_a_task_nothing_is_cancelled_or_nested() {
+        assert!(!joblet::is_cancelled());
+        assert_eq!(joblet::nesting_depth(), 0);
+        let r = processes(2)
+            .try_run((0..20).map(cancelled_here::task))
+            .unwrap();
+        assert!(r.iter().all(|&(c, depth)| !c && depth == 1), "{r:?}");
+        assert!(!joblet::is_cancelled());
+        assert_eq!(joblet::nesting_depth(), 0);
+    }
+
+    /// `pre_dispatch` is a count; a huge count means "no bound".
+    fn pre_dispatch_accepts_any_positive_count() {
+        for count in [usize::MAX, 1 << 63, i64::MAX as usize] {
+            let r = processes(2)
+                .pre_dispatch(count)
+                .try_run((0..10).map(echo_index::task));
+            assert_eq!(r.unwrap(), indices(10), "pre_dispatch({count})");
+        }
+    }
+
+    /// `n_jobs(i64::MAX)` is "that many workers": the call must not panic, and must not blame
+    /// `pre_dispatch` (left at its default) for the overflow of `2*n_jobs`.
+    fn huge_n_jobs_neither_panics_nor_blames_pre_dispatch() {
+        let mut problems = Vec::new();
+        for p in [
+            processes(i64::MAX),
+            processes(i64::MAX).pre_dispatch(4usize),
+        ] {
+            let call = std::panic::AssertUnwindSafe(|| p.try_run((0..4).map(echo_index::task)));
+            match std::panic::catch_unwind(call) {
+                Ok(Ok(v)) if v == indices(4) => {}
+                Ok(Err(Error::Config(e))) if e.parameter() == "n_jobs" => {}
+                Ok(other) => problems.push(format!("{p:?}: {other:?}")),
+                Err(_) => problems.push(format!("{p:?}: the call panicked")),
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// `try_iter_unordered` yields results as they finish: five fast results come while a slow
+    /// task (waiting for a file the test creates once it has them) still runs.
+    fn unordered_yields_fast_results_before_a_slow_one() {
+        let dir = TempDir::new();
+        let go = dir.path("go");
+        let g = go.clone();
+        let tasks = (0..6usize).map(move |i| waits_for_file_at::task(i, 0, g.clone()));
+        let mut it = processes(2)
+            .batch_size(1)
+            .try_iter_unordered(tasks)
+            .unwrap();
+        let mut fast: Vec<usize> = (0..5).map(|_| it.next().unwrap().unwrap().0).collect();
+        fast.sort_unstable();
+        assert_eq!(
+            fast,
+            vec![1, 2, 3, 4, 5],
+            "the fast results did not come first"
+        );
+        write_atomically(&go, "go");
+        // `true`: the slow task saw the file (it did not give up waiting).
+        assert_eq!(it.next().unwrap().unwrap(), (0, true));
+        assert!(it.next().is_none());
+    }
+
+    /// An input that produces items over time (a channel, in the caller) does not hold results
+    /// back: each result comes once its item has arrived.
+    fn a_streaming_input_yields_each_result_once_its_item_arrived() {
+        let (tx, rx) = mpsc::channel::<u64>();
+        let results = processes(2)
+            .batch_size(1)
+            .try_iter(rx.into_iter().map(double::task))
+            .unwrap();
+        let (out_tx, out_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for r in results {
+                if out_tx.send(r.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        for i in 0..5 {
+            tx.send(i).unwrap();
+            let got = out_rx.recv_timeout(Duration::from_secs(2));
+            assert_eq!(got, Ok(i * 2), "the result of item {i} never came");
+        }
+        drop(tx);
+        let end = out_rx.recv_timeout(MAX_WAIT);
+        assert_eq!(end, Err(mpsc::RecvTimeoutError::Disconnected));
+    }
 }
