@@ -4,11 +4,11 @@
 
 #![allow(dead_code)]
 
-use joblet::{BatchSize, Parallel};
+use joblet::{BatchSize, Event, Parallel, Progress};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 /// The longest any task or test waits for a signal that a correct implementation gives at
@@ -266,4 +266,98 @@ pub fn counted<I: Iterator>(inner: I) -> (Counted<I>, Probe) {
             dropped: rx,
         },
     )
+}
+
+/// Progress events recorded by [`recording`], with the thread each came on.
+pub type Log = Arc<Mutex<Vec<(Progress, ThreadId)>>>;
+
+/// `p` with a progress callback that records every event and the thread it came on.
+pub fn recording(p: Parallel) -> (Parallel, Log) {
+    let log: Log = Arc::default();
+    let l = log.clone();
+    let p = p.on_progress(move |e| l.lock().unwrap().push((*e, thread::current().id())));
+    (p, log)
+}
+
+/// Takes the events recorded so far.
+pub fn take(log: &Log) -> Vec<(Progress, ThreadId)> {
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+/// Checks the events of one call of `n` tasks: all on the caller's thread, counters that
+/// add up event by event, every completed batch dispatched before, one `Finished`, last;
+/// with `failed_at`, one `Failed` for that task just before it, else every task completed.
+pub fn check_progress(events: &[(Progress, ThreadId)], n: usize, failed_at: Option<usize>) {
+    let caller = thread::current().id();
+    assert!(!events.is_empty(), "no progress events");
+    let (mut dispatched, mut completed, mut failed) = (0, 0, 0);
+    let mut batches: Vec<(usize, usize)> = Vec::new();
+    let mut done: Vec<(usize, usize)> = Vec::new();
+    let mut elapsed = Duration::ZERO;
+    for (i, (p, thread)) in events.iter().enumerate() {
+        assert_eq!(*thread, caller, "event {i} ({p:?}) off the caller's thread");
+        match p.event {
+            Event::Dispatched { first, count } => {
+                assert!(count > 0, "{p:?}");
+                dispatched += count;
+                batches.push((first, count));
+            }
+            Event::Completed { first, count } => {
+                completed += count;
+                assert!(
+                    batches.contains(&(first, count)),
+                    "{p:?} was never dispatched"
+                );
+                done.push((first, count));
+            }
+            Event::Failed { index } => {
+                failed += 1;
+                assert_eq!(Some(index), failed_at, "{p:?}");
+                assert!(
+                    batches.iter().any(|&(f, c)| (f..f + c).contains(&index)),
+                    "the failed task {index} was never dispatched"
+                );
+                assert_eq!(i + 2, events.len(), "Failed is followed by Finished only");
+            }
+            Event::Finished => assert_eq!(i + 1, events.len(), "Finished is the last event"),
+            other => panic!("an event this suite does not know: {other:?}"),
+        }
+        assert_eq!(
+            (p.dispatched, p.completed, p.failed),
+            (dispatched, completed, failed),
+            "counters after event {i} ({p:?})"
+        );
+        assert!(p.completed + p.failed <= p.dispatched, "{p:?}");
+        if let Some(total) = p.total {
+            assert_eq!(total, n, "{p:?}");
+        }
+        assert!(p.elapsed >= elapsed, "elapsed went back at event {i}");
+        elapsed = p.elapsed;
+    }
+    assert_eq!(events.last().unwrap().0.event, Event::Finished);
+    batches.sort_unstable();
+    let mut next = 0;
+    for &(first, count) in &batches {
+        assert_eq!(
+            first, next,
+            "dispatched batches overlap or leave a gap: {batches:?}"
+        );
+        next += count;
+    }
+    match failed_at {
+        None => {
+            assert_eq!(
+                next, n,
+                "dispatched batches do not cover the input: {batches:?}"
+            );
+            done.sort_unstable();
+            assert_eq!(done, batches, "a dispatched batch never completed");
+            let last = events.last().unwrap().0;
+            assert_eq!((last.completed, last.failed, last.total), (n, 0, Some(n)));
+        }
+        Some(_) => {
+            assert_eq!(failed, 1);
+            assert!(completed < n);
+        }
+    }
 }
