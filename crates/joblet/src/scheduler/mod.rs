@@ -192,6 +192,11 @@ pub(crate) fn step<J: Job>(
             slot.set_busy(true);
             let report = runner.run_batch(batch, ctx);
             slot.set_busy(false);
+            // Any failure ends the call: stop dispatch here and now, rather than when the caller
+            // reads this report (it may read reports of later batches first and let more in).
+            if !matches!(report.end, BatchEnd::Complete | BatchEnd::Stopped) {
+                shared.feed.stop();
+            }
             *last = Some((len, pulled_in + started.elapsed()));
             *current = None;
             emit(Msg::Done(report))

@@ -35,7 +35,6 @@ pub(crate) fn hook_called() -> bool {
 ///     joblet::worker_hook();
 ///     // ... the program, which may use Backend::Processes
 /// }
-/// # main();
 /// ```
 pub fn worker_hook() {
     HOOK_CALLED.store(true, Ordering::Release);
