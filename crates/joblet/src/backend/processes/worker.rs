@@ -36,6 +36,7 @@ pub(crate) fn hook_called() -> bool {
 ///     // ... the program, which may use Backend::Processes
 /// }
 /// ```
+#[allow(clippy::needless_doctest_main)] // the example is about what goes first in `main`
 pub fn worker_hook() {
     HOOK_CALLED.store(true, Ordering::Release);
     let Some(fd) = std::env::var_os(ENV_PROTOCOL_FD) else {
