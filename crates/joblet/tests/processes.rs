@@ -136,6 +136,15 @@ fn scenarios() -> Vec<Scenario> {
             "timeout::spares_the_other_busy_workers",
             timeout_spares_the_other_busy_workers,
         ),
+        // Regressions from the review of the process backend.
+        test(
+            "timeout::no_stuck_worker_outlives_a_timed_out_call",
+            no_stuck_worker_outlives_a_timed_out_call,
+        ),
+        test(
+            "crash::a_program_the_task_started_does_not_hide_the_crash",
+            a_program_the_task_started_does_not_hide_the_crash,
+        ),
         // 3. Fail-fast.
         test(
             "fail_fast::kills_other_busy_workers_and_heals",
@@ -1037,6 +1046,72 @@ fn timeout_kills_the_stuck_worker() {
     assert!(all_live_children(&fresh));
 }
 
+/// Two tasks hang; the first to pass the timeout fails the call. The other hung worker
+/// must not live on after the call: its slot enforces the timeout on its own.
+fn no_stuck_worker_outlives_a_timed_out_call() {
+    let dir = TempDir::new();
+    let files = [dir.path("a"), dir.path("b")];
+    let timeout = Duration::from_millis(400);
+    let p = processes(2).batch_size(1).timeout(timeout);
+    let tasks = files.clone().into_iter().map(|f| {
+        act::task(Act::Sleep {
+            ms: 60_000,
+            pid_file: Some(f),
+            done_file: None,
+        })
+    });
+    let (got, message) = seen(
+        p.try_run(tasks)
+            .map(|v| v.into_iter().map(u64::from).collect()),
+    );
+    assert!(matches!(got, Seen::TimedOut { .. }), "{message}");
+    for f in &files {
+        let pid = read_pid(f);
+        assert!(
+            wait_until(Duration::from_secs(3), || state(pid).is_none()),
+            "worker {pid} is still there ({:?}) 3 s after the call timed out",
+            state(pid)
+        );
+    }
+}
+
+joblet::remote_fn! {
+    /// Starts `sleep 30` (which inherits whatever descriptors the worker lets it), writes its
+    /// pid to `file`, then crashes the worker.
+    fn start_a_program_then_abort(file: PathBuf) -> u32 {
+        let child = std::process::Command::new("sleep").arg("30").spawn().expect("sleep starts");
+        write_atomically(&file, &child.id().to_string());
+        std::process::abort()
+    }
+}
+
+/// A program started by a task must not inherit the worker's socket: holding it open, it would
+/// hide the worker's death until it exits.
+fn a_program_the_task_started_does_not_hide_the_crash() {
+    let dir = TempDir::new();
+    let file = dir.path("sleep");
+    let started = Instant::now();
+    let r = processes(2)
+        .batch_size(1)
+        .try_run([start_a_program_then_abort::task(file.clone())]);
+    let took = started.elapsed();
+    let sleep_pid = read_pid(&file);
+    // SAFETY: signalling the `sleep` the task started (its pid, just read); it is not ours to
+    // wait for (it was reparented), so a stale pid is at worst a harmless ESRCH.
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+    match r {
+        Err(Error::WorkerDied {
+            index: 0,
+            exit: WorkerExit::Signal(6),
+        }) => {}
+        other => panic!("expected the abort of task 0, got {other:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(10),
+        "the crash was reported after {took:?}"
+    );
+}
+
 /// A timeout kills only the stuck worker: another worker in the middle of a healthy task
 /// finishes it and goes back to the pool, where the next call finds it.
 fn timeout_spares_the_other_busy_workers() {
@@ -1045,8 +1120,10 @@ fn timeout_spares_the_other_busy_workers() {
         (dir.path("stuck"), dir.path("other"), dir.path("done"));
     let timeout = Duration::from_millis(1500);
     let p = processes(2).batch_size(1).timeout(timeout);
-    // Worker A takes task 0 and is stuck; worker B takes task 1 (0.7 s), then task 2 (2 s),
-    // which has run for 0.8 s only when task 0 times out at 1.5 s.
+    // Worker A takes task 0 and is stuck; worker B takes task 1 (0.7 s), then task 2 (1.2 s,
+    // within the timeout), which has run for 0.8 s only when task 0 times out at 1.5 s. (A
+    // task that itself overruns the timeout is killed too, even after the call has ended:
+    // see no_stuck_worker_outlives_a_timed_out_call.)
     let tasks = [
         Act::Sleep {
             ms: 60_000,
@@ -1059,7 +1136,7 @@ fn timeout_spares_the_other_busy_workers() {
             done_file: None,
         },
         Act::Sleep {
-            ms: 2_000,
+            ms: 1_200,
             pid_file: Some(other_file.clone()),
             done_file: Some(done_file.clone()),
         },

@@ -165,24 +165,19 @@ impl Channel {
             })?;
             return Ok((kind, Payload::Shared(mapping)));
         }
-        let mut payload = vec![0u8; len as usize];
-        let done = read_full(&mut self.stream, &mut payload)?;
+        // Grown as bytes arrive: a lying length cannot make us allocate it up front.
+        let mut payload = Vec::new();
+        let done = (&mut self.stream)
+            .take(u64::from(len))
+            .read_to_end(&mut payload)
+            .map_err(FrameError::Io)?;
         self.offset += done as u64;
-        if done < payload.len() {
+        if done < len as usize {
             return Err(malformed(format!(
                 "truncated payload ({done} of {len} bytes)"
             )));
         }
         Ok((kind, Payload::Inline(payload)))
-    }
-}
-
-impl Write for Channel {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.stream.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.stream.flush()
     }
 }
 

@@ -26,8 +26,8 @@ pub(crate) enum BatchEnd<E> {
     Complete,
     /// The task after the last value failed.
     Failed(Failure<E>),
-    /// The task after the last value ran past the timeout.
-    TimedOut,
+    /// Task `index` ran past the timeout.
+    TimedOut { index: usize },
     /// The call was stopped before the batch finished; the rest was dropped.
     Stopped,
     /// The worker process died while running task `index`.
@@ -104,7 +104,9 @@ pub(crate) fn run_here<J: Job>(
             // A task that overran its timeout fails the call even if nobody saw it in time
             // (the sequential backend has no one watching).
             if ctx.clock.elapsed() > timeout {
-                return BatchEnd::TimedOut;
+                return BatchEnd::TimedOut {
+                    index: first + values.len(),
+                };
             }
             match result {
                 Ok(v) => values.push(v),
@@ -514,12 +516,9 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                         BatchEnd::Failed(failure) => {
                             return Some(Err(self.fail(Error::from_failure(failed_at, failure))));
                         }
-                        BatchEnd::TimedOut => {
+                        BatchEnd::TimedOut { index } => {
                             let timeout = self.timeout.unwrap_or_default();
-                            return Some(Err(self.fail(Error::TimedOut {
-                                index: failed_at,
-                                timeout,
-                            })));
+                            return Some(Err(self.fail(Error::TimedOut { index, timeout })));
                         }
                         // Only sent after a stop, which already ended the call.
                         BatchEnd::Stopped => {}

@@ -37,10 +37,12 @@ use crate::error::Failure;
 use crate::protocol::{self, BatchDone, BatchHead, FrameError, Kind, TaskHead};
 use crate::scheduler::batching::IdealDuration;
 use crate::scheduler::feed::Batch;
-use crate::scheduler::{BatchEnd, BatchReport, ClockCells, RunContext, Runner, Slot};
+use crate::scheduler::{BatchEnd, BatchReport, ClockCells, RunContext, Runner, Slot, TaskClock};
 use crate::task::Job;
-use spawn::{StartError, Worker};
+use spawn::{Process, StartError, Worker};
 use status::Cells;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) use pool::set_idle_timeout;
@@ -62,6 +64,10 @@ impl ClockCells for status::StatusPage {
 /// Runs batches in one worker process, for one call; gives the worker back when dropped.
 pub(crate) struct ProcessRunner {
     worker: Option<Worker>,
+    /// The process that the slot's kill reaches. Cleared before the worker goes back to the
+    /// pool, so that a late kill (fail-fast, drop) can never reach a worker that another call
+    /// has checked out since.
+    lease: Arc<Mutex<Option<Arc<Process>>>>,
     /// Payloads above this size travel through shared memory.
     max_nbytes: usize,
 }
@@ -78,6 +84,7 @@ pub(crate) fn runners(
     Ok(workers
         .into_iter()
         .map(|w| ProcessRunner {
+            lease: Arc::new(Mutex::new(Some(w.process.clone()))),
             worker: Some(w),
             max_nbytes,
         })
@@ -88,17 +95,36 @@ impl ProcessRunner {
     /// The slot's clock (the worker's status page) and the way to kill its worker.
     pub(crate) fn slot(&self) -> Slot {
         let w = self.worker.as_ref().expect("a new runner has its worker");
-        let process = w.process.clone();
-        Slot::new(w.status.clone(), Some(Box::new(move || process.kill())))
+        let lease = self.lease.clone();
+        let kill = move || {
+            if let Some(process) = lease.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                process.kill();
+            }
+        };
+        Slot::new(w.status.clone(), Some(Box::new(kill)))
     }
 
-    /// The worker died (EOF or a write error): reap it, and name the task it was running.
-    fn died<T, E>(&mut self, first: usize, values: Vec<T>) -> BatchReport<T, E> {
-        let worker = self.worker.take().expect("only called with a worker");
+    /// Takes the worker out of this runner (and out of reach of the slot's kill).
+    fn take_worker(&mut self) -> Option<Worker> {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.worker.take()
+    }
+
+    /// The worker died, or the connection to it broke (EOF, a failed write or read): make sure
+    /// it is dead, reap it, and name the task it was running. Killing first means a worker
+    /// that is in fact alive (the connection broke on this side) cannot make this wait
+    /// forever; a worker already exiting keeps its own exit status.
+    fn died<T, E>(&mut self, first: usize, len: usize, values: Vec<T>) -> BatchReport<T, E> {
+        let worker = self.take_worker().expect("only called with a worker");
+        worker.process.kill();
         let exit = worker.process.wait();
         let running = worker.status.cells()[0].load(std::sync::atomic::Ordering::Acquire);
-        // 0: it died before starting a task of this batch (reading the batch): the first task.
-        let index = running.checked_sub(1).map_or(first, |i| i as usize);
+        // 0 (or nonsense): it died before starting a task of this batch (reading the batch).
+        let index = running
+            .checked_sub(1)
+            .map(|i| i as usize)
+            .filter(|i| (first..first + len.max(1)).contains(i))
+            .unwrap_or(first);
         BatchReport {
             first,
             values,
@@ -109,7 +135,7 @@ impl ProcessRunner {
 
 impl Drop for ProcessRunner {
     fn drop(&mut self) {
-        if let Some(w) = self.worker.take() {
+        if let Some(w) = self.take_worker() {
             if w.process.is_alive() {
                 pool::checkin(w);
             } else {
@@ -120,12 +146,9 @@ impl Drop for ProcessRunner {
 }
 
 impl<J: Job> Runner<J> for ProcessRunner {
-    fn run_batch(
-        &mut self,
-        batch: Batch<J>,
-        _ctx: &RunContext,
-    ) -> BatchReport<J::Output, J::Error> {
+    fn run_batch(&mut self, batch: Batch<J>, ctx: &RunContext) -> BatchReport<J::Output, J::Error> {
         let first = batch.first;
+        let len = batch.jobs.len();
         let broken = |values, index: usize, message: String| BatchReport {
             first,
             values,
@@ -192,15 +215,37 @@ impl<J: Job> Runner<J> for ProcessRunner {
         drop(args);
         match sent {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            // The batch could not be encoded, or is too big for a frame: this task's fault,
+            // not the worker's.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
                 return broken(
                     Vec::new(),
                     first,
                     format!("cannot encode the arguments: {e}"),
                 );
             }
-            Err(_) => return self.died(first, Vec::new()),
+            Err(_) => return self.died(first, len, Vec::new()),
         }
+        if let Some(timeout) = ctx.timeout {
+            if let Some(index) = wait_for_answer(worker, &ctx.clock, timeout) {
+                // The slot enforces the timeout itself: a call that already ended (on another
+                // task's failure or timeout) leaves no stuck worker behind.
+                if let Some(w) = self.take_worker() {
+                    w.process.terminate();
+                }
+                return BatchReport {
+                    first,
+                    values: Vec::new(),
+                    end: BatchEnd::TimedOut { index },
+                };
+            }
+        }
+        let worker = self.worker.as_mut().expect("checked above");
         let payload = match worker.channel.recv() {
             Ok((Kind::BatchDone, payload)) => payload,
             Ok((kind, _)) => {
@@ -211,7 +256,7 @@ impl<J: Job> Runner<J> for ProcessRunner {
                 return self.garbled(first, e);
             }
             Err(FrameError::Closed) | Err(FrameError::Io(_)) => {
-                return self.died(first, Vec::new())
+                return self.died(first, len, Vec::new())
             }
             Err(e) => return self.garbled(first, e),
         };
@@ -220,6 +265,13 @@ impl<J: Job> Runner<J> for ProcessRunner {
             Ok(d) => d,
             Err(e) => return self.garbled(first, e),
         };
+        // A worker that answers for tasks it was not given, or claims success without all the
+        // values, is broken: drop it rather than trust anything it says.
+        let complete = matches!(done.end, protocol::BatchEnd::Complete);
+        if done.values.len() > len || (complete && done.values.len() != len) {
+            let what = format!("{} values for a batch of {len} tasks", done.values.len());
+            return self.garbled(first, FrameError::Malformed { offset: 0, what });
+        }
         let mut values = Vec::with_capacity(done.values.len());
         for (i, bytes) in done.values.iter().enumerate() {
             match (decoders[i].0)(bytes.0) {
@@ -252,10 +304,34 @@ impl<J: Job> Runner<J> for ProcessRunner {
     }
 }
 
+/// Waits until the worker's answer can be read, watching the running task's clock: returns
+/// the index of a task that ran past `timeout` (the answer is not read then).
+fn wait_for_answer(worker: &Worker, clock: &TaskClock, timeout: Duration) -> Option<usize> {
+    let fd = worker.channel.stream().as_raw_fd();
+    loop {
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a descriptor this worker owns; the result is checked.
+        let ready = unsafe { libc::poll(&mut poll, 1, 20) };
+        if ready != 0 {
+            // Readable, closed, or a poll error: the read that follows finds out which.
+            return None;
+        }
+        if let Some(index) = clock.running() {
+            if clock.elapsed() > timeout {
+                return Some(index);
+            }
+        }
+    }
+}
+
 impl ProcessRunner {
     /// The worker sent something that is not a valid answer: it cannot be trusted any more.
     fn garbled<T, E>(&mut self, first: usize, e: FrameError) -> BatchReport<T, E> {
-        if let Some(w) = self.worker.take() {
+        if let Some(w) = self.take_worker() {
             w.process.terminate();
         }
         BatchReport {

@@ -71,6 +71,14 @@ fn serve(fd: Option<i32>) -> io::Result<()> {
     // Tasks here are inside the parent's parallel call: calls they make run sequentially.
     crate::context::enter_worker_process();
     keep_freed_memory();
+    // The fds were placed without close-on-exec (to survive exec); set it again, or programs
+    // that tasks start would inherit the socket and keep it open after this worker dies.
+    for raw in [fd, status_fd] {
+        // SAFETY: fcntl on descriptors this process received from its parent.
+        if unsafe { libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     // SAFETY: the parent put a socket on `fd` and a memfd on `status_fd` for this process
     // alone (spawn.rs); nothing else in this process owns them.
     let stream = unsafe { UnixStream::from_raw_fd(fd) };
