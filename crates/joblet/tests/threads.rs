@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use joblet::{cpu_count, nesting_depth, Backend, Parallel};
 use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
 use std::thread::{self, ThreadId};
 
 /// Runs `tasks` tasks on `p`, each waiting (bounded) until `expected` of them run at once;
@@ -114,5 +115,35 @@ fn negative_n_jobs_count_from_cpu_count() {
                 assert_eq!(most, workers, "n_jobs {n_jobs} with {cpus} CPUs");
             }
         }
+    });
+}
+
+/// Worker threads are parked between calls and reused: a second call with the same `n_jobs`
+/// runs on the threads of the first (starting threads was most of a small call's cost).
+#[test]
+fn worker_threads_are_reused_by_the_next_call() {
+    within(LIMIT, || {
+        let p = Parallel::new()
+            .n_jobs(2)
+            .backend(Backend::Threads)
+            .batch_size(1);
+        // Two tasks that wait for each other: they run on two distinct threads.
+        let ids = |p: &Parallel| -> HashSet<ThreadId> {
+            let meet = Arc::new(Barrier::new(2));
+            p.run((0..2).map(|_| {
+                let meet = meet.clone();
+                move || {
+                    meet.wait();
+                    thread::current().id()
+                }
+            }))
+            .unwrap()
+            .into_iter()
+            .collect()
+        };
+        let first = ids(&p);
+        let second = ids(&p);
+        assert_eq!(first.len(), 2);
+        assert_eq!(first, second, "the second call started new threads");
     });
 }

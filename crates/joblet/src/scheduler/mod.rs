@@ -4,6 +4,7 @@ pub(crate) mod batching;
 mod clock;
 mod deliver;
 pub(crate) mod feed;
+mod thread_cache;
 
 pub(crate) use clock::{monotonic_ns, ClockCells, Slot, TaskClock};
 pub(crate) use deliver::collect_list;
@@ -17,7 +18,6 @@ use feed::{Batch, Feed, Pull};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How a batch ended on its worker.
@@ -252,7 +252,7 @@ enum Source<T, E> {
     /// Worker threads; the channel disconnects when the last one has exited.
     Workers {
         rx: Receiver<Msg<T, E>>,
-        threads: Vec<JoinHandle<()>>,
+        threads: Vec<thread_cache::Done>,
     },
     /// No workers: the coordinator runs one batch itself whenever it needs a result.
     Inline {
@@ -361,9 +361,9 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
         for (slot, mut runner) in runners.into_iter().enumerate() {
             let shared = shared.clone();
             let tx = tx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("joblet-worker-{slot}"))
-                .spawn(move || work(&shared, slot, &mut *runner, &tx));
+            let spawned = thread_cache::run(&format!("joblet-worker-{slot}"), move || {
+                work(&shared, slot, &mut *runner, &tx)
+            });
             // A thread that cannot be started leaves its share to the others; with none at
             // all, the caller's thread does the work.
             if let Ok(handle) = spawned {
@@ -564,7 +564,7 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
             for t in threads.drain(..) {
                 // The workers have all returned (the channel is disconnected); joining only
                 // waits for their thread-local destructors.
-                let _ = t.join();
+                t.join();
             }
         }
         self.reporter.report(Event::Finished, self.control.total());
