@@ -1,9 +1,9 @@
 //! The thread backend: `n_jobs` threads started for the call, each pulling batches from the
 //! feed and running them with [`super::Here`].
 //!
-//! Threads are started per call (about 20 µs each), not pooled: a call that fails fast returns
-//! while its threads finish their current task and exit on their own, so no pool state has to
-//! survive an abandoned call. Running tasks cannot be killed; they see
+//! The threads come from the scheduler's thread cache: parked between calls, so a call does
+//! not pay for starting them. A call that fails fast returns while its threads finish their
+//! current task and park on their own. Running tasks cannot be killed; they see
 //! [`crate::is_cancelled`] turn true.
 
 use crate::scheduler::batching::IdealDuration;
