@@ -2235,6 +2235,19 @@ mod behaviour {
     }
 
     joblet::remote_fn! {
+        /// Creates `dir/<i>` (the task started), then fails like [`fails_at`]; tasks after
+        /// `bad` first wait (bounded) for `release`, so that none of them can finish before
+        /// the caller has seen the failure.
+        fn starts_then_fails_at_or_waits(dir: PathBuf, i: usize, bad: usize, release: PathBuf) -> Result<usize, String> {
+            std::fs::write(dir.join(i.to_string()), b"").expect("mark the task started");
+            if i > bad {
+                wait_until(MAX_WAIT, || release.exists());
+            }
+            fails_at(i, bad)
+        }
+    }
+
+    joblet::remote_fn! {
         /// Whether `file` appeared within [`MAX_WAIT`] for task `slow`; `true` for the others.
         fn waits_for_file_at(i: usize, slow: usize, file: PathBuf) -> bool {
             i != slow || wait_until(MAX_WAIT, || file.exists())
@@ -2431,13 +2444,19 @@ mod behaviour {
         const K: usize = 20;
         const WINDOW: usize = 4;
         let dir = TempDir::new();
-        let d = dir.0.clone();
-        let (input, probe) =
-            counted((0..N).map(move |i| starts_then_fails_at::task(d.clone(), i, K)));
+        let marks = TempDir::new();
+        let release = marks.path("release");
+        let (d, rel) = (dir.0.clone(), release.clone());
+        // Tasks after K cannot finish before the failure is seen: a finished task would free
+        // its window slot and let one more item in, which is fine but not what this bounds.
+        let (input, probe) = counted(
+            (0..N).map(move |i| starts_then_fails_at_or_waits::task(d.clone(), i, K, rel.clone())),
+        );
         let r = processes(2)
             .batch_size(1)
             .pre_dispatch(WINDOW)
             .try_run(input);
+        write_atomically(&release, "go");
         match r {
             Err(Error::Task { index, source }) => {
                 assert_eq!((index, source.as_str()), (K, "bad 20"))

@@ -338,11 +338,17 @@ pub fn check_progress(events: &[(Progress, ThreadId)], n: usize, failed_at: Opti
     batches.sort_unstable();
     let mut next = 0;
     for &(first, count) in &batches {
-        assert_eq!(
-            first, next,
-            "dispatched batches overlap or leave a gap: {batches:?}"
-        );
-        next += count;
+        if failed_at.is_none() {
+            assert_eq!(
+                first, next,
+                "dispatched batches overlap or leave a gap: {batches:?}"
+            );
+        } else {
+            // A failed call stops reading reports at once: a batch a worker took just before
+            // (and had not announced yet) is never reported. Gaps are fine, overlaps are not.
+            assert!(first >= next, "dispatched batches overlap: {batches:?}");
+        }
+        next = first + count;
     }
     match failed_at {
         None => {
