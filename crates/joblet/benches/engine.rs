@@ -17,6 +17,7 @@
 //! `-- --quick` or `JOBLET_BENCH_QUICK=1` gives a smoke run with small sizes; so does running
 //! the binary without cargo bench's `--bench` flag (as `cargo test --benches` does).
 
+mod support;
 use joblet::{Event, Parallel};
 use rayon::prelude::*;
 use std::hint::black_box;
@@ -24,6 +25,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{fmt_dur, label, secs, verdict, Samples};
 
 // ---------------------------------------------------------------------------------------------
 // The work
@@ -110,49 +112,6 @@ fn calibrate(target_ns: f64) -> (u32, f64) {
 // ---------------------------------------------------------------------------------------------
 // Measuring
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Default, Clone)]
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn push(&mut self, d: Duration) {
-        self.0.push(d);
-    }
-
-    fn sorted(&self) -> Vec<Duration> {
-        let mut v = self.0.clone();
-        v.sort();
-        v
-    }
-
-    fn median(&self) -> Duration {
-        let v = self.sorted();
-        match v.len() {
-            0 => Duration::ZERO,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2,
-        }
-    }
-
-    fn min(&self) -> Duration {
-        self.sorted().first().copied().unwrap_or_default()
-    }
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
-fn fmt_dur(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 1.0 {
-        format!("{s:.3} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.1} µs", s * 1e6)
-    }
-}
 
 fn fmt_ns(ns: f64) -> String {
     if ns >= 1e3 {
@@ -518,24 +477,6 @@ impl Config {
                 stream_reps: 3,
             }
         }
-    }
-}
-
-fn label(n: usize) -> String {
-    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
-        format!("{}M", n / 1_000_000)
-    } else if n >= 1_000 && n.is_multiple_of(1_000) {
-        format!("{}k", n / 1_000)
-    } else {
-        n.to_string()
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "MET"
-    } else {
-        "NOT MET"
     }
 }
 

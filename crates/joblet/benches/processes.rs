@@ -27,6 +27,7 @@
 //! the binary without cargo bench's `--bench` flag (as `cargo test --benches` does).
 //! `-- --only tiny|latency|start|big` runs one case, e.g. under `perf record`.
 
+mod support;
 use joblet::{Backend, Buffer, Event, Parallel};
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -34,6 +35,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{fmt_dur, label, secs, verdict, Samples};
 
 // ---------------------------------------------------------------------------------------------
 // The work: registered functions (joblet runs them by name; procspawn gets fn pointers to the
@@ -123,63 +125,6 @@ fn input(i: u64) -> u64 {
 // Measuring
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Default, Clone)]
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn push(&mut self, d: Duration) {
-        self.0.push(d);
-    }
-
-    fn sorted(&self) -> Vec<Duration> {
-        let mut v = self.0.clone();
-        v.sort();
-        v
-    }
-
-    fn median(&self) -> Duration {
-        let v = self.sorted();
-        match v.len() {
-            0 => Duration::ZERO,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2,
-        }
-    }
-
-    fn min(&self) -> Duration {
-        self.sorted().first().copied().unwrap_or_default()
-    }
-
-    fn max(&self) -> Duration {
-        self.sorted().last().copied().unwrap_or_default()
-    }
-
-    /// The `p`-th percentile (nearest rank).
-    fn percentile(&self, p: f64) -> Duration {
-        let v = self.sorted();
-        if v.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
-    }
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
-}
-
-fn fmt_dur(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 1.0 {
-        format!("{s:.3} s")
-    } else if s >= 1e-3 {
-        format!("{:.2} ms", s * 1e3)
-    } else {
-        format!("{:.1} µs", s * 1e6)
-    }
-}
-
 fn fmt_ns(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
@@ -193,24 +138,6 @@ fn fmt_ns(ns: f64) -> String {
 /// Bytes per second, in GB/s (10^9 bytes).
 fn gbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / secs(d) / 1e9
-}
-
-fn label(n: usize) -> String {
-    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
-        format!("{}M", n / 1_000_000)
-    } else if n >= 1_000 && n.is_multiple_of(1_000) {
-        format!("{}k", n / 1_000)
-    } else {
-        n.to_string()
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "MET"
-    } else {
-        "NOT MET"
-    }
 }
 
 /// joblet's process backend as every case uses it: two workers, defaults otherwise.
