@@ -13,7 +13,7 @@
 //! Timings are repeated, with joblet, rayon and the loop interleaved (their order rotates each
 //! run) so that machine noise hits all of them alike; the tables give the median and the min.
 //!
-//! Run it with `cargo bench -p joblet --bench engine` (or `benchmarks/run-engine.sh`).
+//! Run it with `cargo bench -p joblet --bench engine` (or `benchmarks/run.sh engine`).
 //! `-- --quick` or `JOBLET_BENCH_QUICK=1` gives a smoke run with small sizes; so does running
 //! the binary without cargo bench's `--bench` flag (as `cargo test --benches` does).
 

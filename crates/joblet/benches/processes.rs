@@ -22,7 +22,7 @@
 //! Timings are repeated with the contenders interleaved (their order rotates each run) so
 //! that machine noise hits all of them alike; tables give the median and the min.
 //!
-//! Run it with `cargo bench -p joblet --bench processes` (or `benchmarks/run-processes.sh`).
+//! Run it with `cargo bench -p joblet --bench processes` (or `benchmarks/run.sh processes`).
 //! `-- --quick` or `JOBLET_BENCH_QUICK=1` gives a smoke run with small sizes; so does running
 //! the binary without cargo bench's `--bench` flag (as `cargo test --benches` does).
 //! `-- --only tiny|latency|start|big` runs one case, e.g. under `perf record`.
