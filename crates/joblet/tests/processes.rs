@@ -26,7 +26,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -239,28 +239,9 @@ fn scenarios() -> Vec<Scenario> {
 // ---------------------------------------------------------------------------------------------
 // Running bodies and copies of the binary, with limits.
 
-/// Runs `f` on its own thread; panics if it has not finished after `limit`, re-raises its panic.
+/// `common::within` with a `Duration` limit (whole seconds).
 fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::Builder::new()
-        .name("test-body".into())
-        .spawn(move || {
-            let _ = tx.send(f());
-        })
-        .expect("spawn the test body");
-    match rx.recv_timeout(limit) {
-        Ok(v) => {
-            let _ = handle.join();
-            v
-        }
-        Err(RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("the body neither returned nor panicked"),
-        },
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("the test body did not finish within {limit:?}: something hangs")
-        }
-    }
+    common::within(limit.as_secs(), f)
 }
 
 /// How a copy of the binary ended, and what it printed.
