@@ -46,7 +46,8 @@ impl TaskClock {
 
     pub(crate) fn start(&self, index: usize) {
         let [running, started] = self.cells.cells();
-        running.store(0, Ordering::Release);
+        // Start time first: a reader that pairs the previous index with the new start time
+        // only sees a shorter run, never a false timeout (the worker process does the same).
         started.store(monotonic_ns(), Ordering::Release);
         running.store(index as u64 + 1, Ordering::Release);
     }
