@@ -43,7 +43,7 @@ mod scheduler;
 mod shm;
 mod task;
 
-pub use backend::processes::worker::worker_hook;
+pub use backend::processes::worker::{run_worker, worker_hook};
 pub use backend::processes::WorkerExit;
 pub use backend::Backend;
 pub use buffer::Buffer;
@@ -67,6 +67,21 @@ pub mod __private {
 /// Sets how long idle worker processes wait for the next call before they exit (default 300 s).
 pub fn set_worker_idle_timeout(timeout: std::time::Duration) {
     backend::processes::set_idle_timeout(timeout);
+}
+
+/// Makes the process backend start workers by running `program` with `args` instead of
+/// re-running this binary, for programs that embed joblet in another runtime (the Python
+/// front starts `python -m joblet._worker`). That program must call [`run_worker`] first
+/// thing. [`worker_hook`] is then not needed in this program.
+pub fn set_worker_command<P, A>(program: P, args: impl IntoIterator<Item = A>)
+where
+    P: Into<std::ffi::OsString>,
+    A: Into<std::ffi::OsString>,
+{
+    backend::processes::spawn::set_worker_command(
+        program.into(),
+        args.into_iter().map(Into::into).collect(),
+    );
 }
 
 /// The README's Rust example runs as a doctest, so it cannot drift from the API.

@@ -56,6 +56,7 @@ pub struct Parallel {
     verbose: u32,
     progress: Option<Callback>,
     max_nbytes: Option<usize>,
+    nested_levels: usize,
 }
 
 impl std::fmt::Debug for Parallel {
@@ -69,6 +70,7 @@ impl std::fmt::Debug for Parallel {
             .field("verbose", &self.verbose)
             .field("progress", &self.progress.is_some())
             .field("max_nbytes", &self.max_nbytes)
+            .field("nested_levels", &self.nested_levels)
             .finish()
     }
 }
@@ -86,6 +88,15 @@ impl Parallel {
     /// `batch_size="auto"`, `pre_dispatch="2*n_jobs"`, no timeout, silent.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Lets calls nested up to `levels` deep (see [`crate::nesting_depth`]) keep their
+    /// backend; deeper calls run sequentially. The default, 0, runs every nested call
+    /// sequentially. joblib's rule, which the Python front follows, is threads at depth 1
+    /// (`nested_levels(1)` with [`Backend::Threads`]) and sequential below.
+    pub fn nested_levels(mut self, levels: usize) -> Self {
+        self.nested_levels = levels;
+        self
     }
 
     /// The number of workers: `n > 0` workers, `-1` every CPU, `-2` all but one, and so on
@@ -163,7 +174,7 @@ impl Parallel {
         let window = self.pre_dispatch.resolve(n)?;
         // Nested calls run sequentially, as in joblib: a task of a parallel call already has
         // its share of the CPUs.
-        let backend = if n == 1 || nesting_depth() > 0 {
+        let backend = if n == 1 || nesting_depth() > self.nested_levels {
             Backend::Sequential
         } else {
             self.backend

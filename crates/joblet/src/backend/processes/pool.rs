@@ -5,7 +5,7 @@
 //! every worker (so that the parent-death signal stays armed) and ends idle workers that
 //! outlived the idle timeout, reaping them (no zombies).
 
-use super::spawn::{self, Launcher, ReExec, StartError, Worker};
+use super::spawn::{self, StartError, Worker};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -61,15 +61,13 @@ fn pool() -> MutexGuard<'static, Option<Pool>> {
 
 /// Starts workers on request, and every second ends the idle workers past their time.
 fn pool_thread(inbox: Receiver<Request>) {
-    let launcher = ReExec;
     loop {
         match inbox.recv_timeout(Duration::from_secs(1)) {
             Ok(req) => {
-                let _ = req.reply.send(spawn::start(
-                    &launcher as &dyn Launcher,
-                    req.thread_limit,
-                    req.idle,
-                ));
+                let launcher = spawn::launcher();
+                let _ = req
+                    .reply
+                    .send(spawn::start(&*launcher, req.thread_limit, req.idle));
             }
             Err(RecvTimeoutError::Timeout) => reap_expired(),
             Err(RecvTimeoutError::Disconnected) => return,

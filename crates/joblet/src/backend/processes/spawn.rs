@@ -54,6 +54,49 @@ impl Launcher for ReExec {
     }
 }
 
+/// Runs a program given by the embedding application (the Python front runs its
+/// interpreter with `-m joblet._worker`), which must call [`crate::run_worker`] first thing.
+pub(crate) struct External {
+    pub(crate) program: std::ffi::OsString,
+    pub(crate) args: Vec<std::ffi::OsString>,
+}
+
+impl Launcher for External {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        cmd
+    }
+}
+
+static WORKER_COMMAND: Mutex<Option<Arc<External>>> = Mutex::new(None);
+
+/// Makes every worker started from now on run `program args..` instead of this binary.
+pub(crate) fn set_worker_command(program: std::ffi::OsString, args: Vec<std::ffi::OsString>) {
+    *WORKER_COMMAND.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(Arc::new(External { program, args }));
+}
+
+/// Whether workers are started by a command set with [`set_worker_command`].
+pub(crate) fn has_worker_command() -> bool {
+    WORKER_COMMAND
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some()
+}
+
+/// The launcher for the next worker: the command set by the application, else this binary.
+pub(crate) fn launcher() -> Arc<dyn Launcher> {
+    match WORKER_COMMAND
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    {
+        Some(external) => external,
+        None => Arc::new(ReExec),
+    }
+}
+
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerExit {

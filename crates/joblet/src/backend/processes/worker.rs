@@ -20,7 +20,7 @@ static HOOK_CALLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether this program called [`worker_hook`] (so that re-executing it makes a worker).
 pub(crate) fn hook_called() -> bool {
-    HOOK_CALLED.load(Ordering::Acquire)
+    HOOK_CALLED.load(Ordering::Acquire) || super::spawn::has_worker_command()
 }
 
 /// Turns this process into a joblet worker if it was started as one; otherwise returns at once.
@@ -39,17 +39,26 @@ pub(crate) fn hook_called() -> bool {
 #[allow(clippy::needless_doctest_main)] // the example is about what goes first in `main`
 pub fn worker_hook() {
     HOOK_CALLED.store(true, Ordering::Release);
-    let Some(fd) = std::env::var_os(ENV_PROTOCOL_FD) else {
-        return;
-    };
-    let code = match serve(fd.to_string_lossy().parse().ok()) {
+    if let Some(code) = run_worker() {
+        std::process::exit(code);
+    }
+}
+
+/// Serves tasks if this process was started as a joblet worker, and returns the exit code it
+/// should end with once its parent lets it go; returns `None` at once otherwise.
+///
+/// [`worker_hook`] is this plus the exit. Programs that start workers with their own command
+/// ([`crate::set_worker_command`]) call it from that command, and flush what they must before
+/// exiting (the Python front flushes `sys.stdout`).
+pub fn run_worker() -> Option<i32> {
+    let fd = std::env::var_os(ENV_PROTOCOL_FD)?;
+    Some(match serve(fd.to_string_lossy().parse().ok()) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("joblet worker {}: {e}", std::process::id());
             70
         }
-    };
-    std::process::exit(code);
+    })
 }
 
 fn serve(fd: Option<i32>) -> io::Result<()> {

@@ -1,0 +1,376 @@
+//! One `Parallel` call from Python: the input pulled from a Python iterator, the tasks run on
+//! the engine, the results handed back as a list or as a Python iterator.
+
+use crate::errors;
+use crate::remote::{self, Pickled, TaskFailure};
+use joblet::{Backend, Buffer, Error, Ordered, Parallel, PreDispatch, Progress, Unordered};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyIterator, PyList, PyTuple};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The first error raised by the input iterator (or by pickling one of its tasks): the call
+/// stops pulling input there and raises it once the tasks before it are accounted for.
+type InputFailure = Arc<Mutex<Option<PyErr>>>;
+
+/// A task as pulled from the input: the function, its positional and keyword arguments.
+struct Triple {
+    function: Py<PyAny>,
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+}
+
+/// Pulls `(function, args, kwargs)` triples from the Python iterator, taking the GIL for each.
+struct Pull {
+    iter: Py<PyIterator>,
+    failure: InputFailure,
+    index: usize,
+}
+
+impl Pull {
+    /// The next triple and its index, or `None` at the end of the input or after a failure
+    /// (which is then stored in `failure`).
+    fn next_with<T>(
+        &mut self,
+        make: impl FnOnce(Python<'_>, usize, Triple) -> PyResult<T>,
+    ) -> Option<T> {
+        Python::attach(|py| {
+            if self
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
+                return None;
+            }
+            let index = self.index;
+            let made = match self.iter.bind(py).clone().next()? {
+                Ok(item) => triple(index, &item).and_then(|t| make(py, index, t)),
+                Err(e) => Err(e),
+            };
+            self.index += 1;
+            match made {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// Checks that an input item is a `delayed` triple, naming the task if not.
+fn triple(index: usize, item: &Bound<'_, PyAny>) -> PyResult<Triple> {
+    let bad = || {
+        PyTypeError::new_err(format!(
+            "task {index}: Parallel expects (function, args, kwargs) triples, as made by \
+             delayed(function)(*args, **kwargs); got {}",
+            item.get_type()
+                .name()
+                .map_or_else(|_| "?".to_string(), |n| n.to_string())
+        ))
+    };
+    let t = item.cast::<PyTuple>().map_err(|_| bad())?;
+    if t.len() != 3 {
+        return Err(bad());
+    }
+    let function = t.get_item(0)?;
+    if !function.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "task {index}: {} is not callable",
+            function.repr()?
+        )));
+    }
+    let args = t.get_item(1)?;
+    let args = match args.cast::<PyTuple>() {
+        Ok(a) => a.clone(),
+        Err(_) => PyTuple::new(item.py(), args.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+    };
+    let kwargs = t.get_item(2)?;
+    let kwargs = if kwargs.is_none() {
+        None
+    } else {
+        Some(kwargs.cast_into::<PyDict>().map_err(|_| bad())?.unbind())
+    };
+    Ok(Triple {
+        function: function.unbind(),
+        args: args.unbind(),
+        kwargs,
+    })
+}
+
+/// Runs the triple in this thread, with the GIL.
+fn call_here(t: Triple) -> Result<Py<PyAny>, PyErr> {
+    Python::attach(|py| {
+        t.function
+            .bind(py)
+            .call(t.args.bind(py), t.kwargs.as_ref().map(|k| k.bind(py)))
+            .map(Bound::unbind)
+    })
+}
+
+/// Pickles the triple for a worker process (`joblet._codec.encode_task`).
+fn pickle_task(
+    py: Python<'_>,
+    codec: &Py<PyModule>,
+    cache: &Py<PyDict>,
+    index: usize,
+    t: Triple,
+) -> PyResult<joblet::Remote<(Buffer<u8>, Pickled), Pickled, TaskFailure>> {
+    let out = codec.bind(py).call_method1(
+        "encode_task",
+        (index, t.function, t.args, t.kwargs, cache.bind(py)),
+    )?;
+    let out = out.cast_into::<PyTuple>()?;
+    let function: Vec<u8> = out.get_item(0)?.extract()?;
+    let call = remote::pickled(py, &out.get_item(1)?, &out.get_item(2)?)?;
+    Ok(remote::py_task::task(Buffer::from(function), call))
+}
+
+/// The results of a `generator` or `generator_unordered` call, as a Python iterator.
+#[pyclass(module = "joblet._core")]
+pub(crate) struct Results {
+    stream: Mutex<Option<Stream>>,
+    failure: InputFailure,
+}
+
+enum Stream {
+    Here(Ordered<Py<PyAny>, PyErr>),
+    HereUnordered(Unordered<Py<PyAny>, PyErr>),
+    Workers(Ordered<Pickled, TaskFailure>),
+    WorkersUnordered(Unordered<Pickled, TaskFailure>),
+}
+
+/// One item of a stream, before it meets Python.
+enum Item {
+    Here(Result<Py<PyAny>, Error<PyErr>>),
+    Workers(Result<Pickled, Error<TaskFailure>>),
+}
+
+impl Stream {
+    fn next(&mut self) -> Option<Item> {
+        Some(match self {
+            Stream::Here(s) => Item::Here(s.next()?),
+            Stream::HereUnordered(s) => Item::Here(s.next()?.map(|(_, v)| v)),
+            Stream::Workers(s) => Item::Workers(s.next()?),
+            Stream::WorkersUnordered(s) => Item::Workers(s.next()?.map(|(_, v)| v)),
+        })
+    }
+}
+
+#[pymethods]
+impl Results {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        // Wait without the GIL (tasks and the input need it), and take the lock only then.
+        let item = py.detach(|| {
+            let mut stream = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+            let item = stream.as_mut().and_then(Stream::next);
+            if item.is_none() {
+                *stream = None;
+            }
+            item
+        });
+        let result = match item {
+            None => {
+                return match self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                }
+            }
+            Some(Item::Here(r)) => r.map_err(|e| errors::from_engine(py, e, errors::raw)),
+            Some(Item::Workers(r)) => r
+                .map_err(|e| errors::from_engine(py, e, errors::from_worker))
+                .and_then(|p| unpickle(py, p)),
+        };
+        if result.is_err() {
+            // The call is over: drop the stream, which stops its workers.
+            let stream = py.detach(|| self.stream.lock().unwrap_or_else(|e| e.into_inner()).take());
+            py.detach(move || drop(stream));
+        }
+        result.map(Some)
+    }
+}
+
+fn unpickle(py: Python<'_>, p: Pickled) -> PyResult<Py<PyAny>> {
+    let buffers = PyList::empty(py);
+    for b in &p.buffers {
+        buffers.append(pyo3::types::PyByteArray::new(py, b))?;
+    }
+    let codec = py.import("joblet._codec")?;
+    codec
+        .call_method1(
+            "decode_result",
+            (pyo3::types::PyBytes::new(py, &p.data), buffers),
+        )
+        .map(Bound::unbind)
+}
+
+fn backend_named(name: &str) -> PyResult<Backend> {
+    Ok(match name {
+        "sequential" => Backend::Sequential,
+        "threads" => Backend::Threads,
+        "processes" => Backend::Processes,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown engine backend {other:?}: expected sequential, threads or processes"
+            )))
+        }
+    })
+}
+
+/// Runs a call. `tasks` yields `(function, args, kwargs)` triples; `n_jobs` is the
+/// number of workers already resolved by the Python side; `pre_dispatch` is a count, `all`
+/// or an expression in `n_jobs` (`None`: all); `return_as` is `list`, `generator` or `generator_unordered`.
+#[pyfunction]
+#[pyo3(signature = (tasks, *, backend, n_jobs, batch_size=None, pre_dispatch=None,
+                    timeout=None, verbose=0, return_as="list", max_nbytes=None, progress=None,
+                    nested_levels=0))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    py: Python<'_>,
+    tasks: &Bound<'_, PyAny>,
+    backend: &str,
+    n_jobs: i64,
+    batch_size: Option<usize>,
+    pre_dispatch: Option<String>,
+    timeout: Option<f64>,
+    verbose: u32,
+    return_as: &str,
+    max_nbytes: Option<usize>,
+    progress: Option<Py<PyAny>>,
+    nested_levels: usize,
+) -> PyResult<Py<PyAny>> {
+    let backend = backend_named(backend)?;
+    let mut par = Parallel::new()
+        .n_jobs(n_jobs)
+        .backend(backend)
+        .verbose(verbose)
+        .nested_levels(nested_levels)
+        .pre_dispatch(match pre_dispatch.as_deref() {
+            None | Some("all") => PreDispatch::All,
+            Some(text) => text
+                .parse()
+                .map_or_else(|_| PreDispatch::Expr(text.to_string()), PreDispatch::Count),
+        });
+    if let Some(b) = batch_size {
+        par = par.batch_size(b);
+    }
+    if let Some(t) = timeout {
+        let t = Duration::try_from_secs_f64(t).map_err(|_| {
+            PyValueError::new_err(format!("timeout must be a positive number, got {t}"))
+        })?;
+        par = par.timeout(t);
+    }
+    if let Some(m) = max_nbytes {
+        par = par.max_nbytes(m);
+    }
+    if let Some(cb) = progress {
+        par = par.on_progress(move |p: &Progress| {
+            Python::attach(|py| {
+                if let Err(e) = cb.call1(py, (p.completed, p.total)) {
+                    e.write_unraisable(py, Some(cb.bind(py)));
+                }
+            })
+        });
+    }
+    let failure: InputFailure = Arc::default();
+    let mut pull = Pull {
+        iter: tasks.try_iter()?.unbind(),
+        failure: failure.clone(),
+        index: 0,
+    };
+    let raise_input = |py: Python<'_>| -> PyResult<()> {
+        let _ = py;
+        match failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    };
+    if matches!(backend, Backend::Processes) {
+        let codec: Py<PyModule> = py.import("joblet._codec")?.unbind();
+        let cache: Py<PyDict> = PyDict::new(py).unbind();
+        let jobs = std::iter::from_fn(move || {
+            pull.next_with(|py, index, t| pickle_task(py, &codec, &cache, index, t))
+        });
+        match return_as {
+            "list" => {
+                let out = py.detach(|| par.try_run(jobs));
+                let values = out.map_err(|e| errors::from_engine(py, e, errors::from_worker))?;
+                raise_input(py)?;
+                let list = PyList::empty(py);
+                for v in values {
+                    list.append(unpickle(py, v)?)?;
+                }
+                Ok(list.into_any().unbind())
+            }
+            "generator" => stream(py, &par, failure.clone(), |p| {
+                p.try_iter(jobs).map(Stream::Workers)
+            }),
+            "generator_unordered" => stream(py, &par, failure.clone(), |p| {
+                p.try_iter_unordered(jobs).map(Stream::WorkersUnordered)
+            }),
+            other => Err(bad_return_as(other)),
+        }
+    } else {
+        let jobs = std::iter::from_fn(move || pull.next_with(|_, _, t| Ok(move || call_here(t))));
+        match return_as {
+            "list" => {
+                let out = py.detach(|| par.try_run(jobs));
+                let values = out.map_err(|e| errors::from_engine(py, e, errors::raw))?;
+                raise_input(py)?;
+                Ok(PyList::new(py, values)?.into_any().unbind())
+            }
+            "generator" => stream(py, &par, failure.clone(), |p| {
+                p.try_iter(jobs).map(Stream::Here)
+            }),
+            "generator_unordered" => stream(py, &par, failure.clone(), |p| {
+                p.try_iter_unordered(jobs).map(Stream::HereUnordered)
+            }),
+            other => Err(bad_return_as(other)),
+        }
+    }
+}
+
+fn bad_return_as(other: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "return_as must be 'list', 'generator' or 'generator_unordered', got {other:?}"
+    ))
+}
+
+/// Starts a streaming call and wraps it as a Python iterator.
+fn stream<E: Send>(
+    py: Python<'_>,
+    par: &Parallel,
+    failure: InputFailure,
+    start: impl FnOnce(&Parallel) -> Result<Stream, Error<E>> + Send,
+) -> PyResult<Py<PyAny>>
+where
+    Error<E>: Send,
+{
+    let started = py.detach(|| start(par));
+    let stream = started.map_err(|e| errors::from_engine(py, e, |_, _, _| unreachable_task()))?;
+    Ok(Py::new(
+        py,
+        Results {
+            stream: Mutex::new(Some(stream)),
+            failure,
+        },
+    )?
+    .into_any())
+}
+
+/// Starting a stream fails only on configuration, never on a task.
+fn unreachable_task() -> PyErr {
+    pyo3::exceptions::PyRuntimeError::new_err("a task failed before the call started")
+}

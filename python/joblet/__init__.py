@@ -1,0 +1,32 @@
+"""joblet: joblib's ``Parallel`` and ``delayed`` on a Rust engine.
+
+``import joblet as joblib`` runs joblib code unchanged: worker processes that survive crashes
+and are killed on timeout, threads, batching of tiny tasks, big arrays through shared memory.
+"""
+
+from ._backends import ParallelBackendBase
+from ._config import (
+    cpu_count,
+    effective_n_jobs,
+    parallel_backend,
+    parallel_config,
+    register_parallel_backend,
+)
+from ._errors import RemoteTraceback, TerminatedWorkerError, WorkerTaskError
+from ._parallel import Parallel, delayed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Parallel",
+    "ParallelBackendBase",
+    "RemoteTraceback",
+    "TerminatedWorkerError",
+    "WorkerTaskError",
+    "cpu_count",
+    "delayed",
+    "effective_n_jobs",
+    "parallel_backend",
+    "parallel_config",
+    "register_parallel_backend",
+]

@@ -1,0 +1,129 @@
+"""How a task crosses to a worker process and its outcome back.
+
+Functions are pickled with cloudpickle (lambdas, closures and ``__main__`` functions travel by
+value), once per distinct function per call in the caller, and unpickled once per distinct
+pickle in each worker. Arguments and results use pickle protocol 5: buffers of arrays and
+anything else with the buffer protocol travel out of band, as raw blocks next to the pickle
+stream, never through it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import traceback
+from typing import Any, Callable
+
+import cloudpickle
+
+from ._errors import RemoteTraceback, WorkerTaskError
+
+# Below this size, a buffer stays inside the pickle stream (one block is cheaper than two).
+_OUT_OF_BAND_MIN = 64 * 1024
+
+
+def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
+    buffers: list[memoryview] = []
+
+    def keep(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < _OUT_OF_BAND_MIN:
+            return True  # in band
+        buffers.append(raw)
+        return False
+
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+    return data, buffers
+
+
+def encode_task(
+    index: int,
+    function: Callable[..., Any],
+    args: tuple,
+    kwargs: dict | None,
+    cache: dict,
+) -> tuple[bytes, bytes, list[memoryview]]:
+    """The task pickled for a worker: the function (cached per call), the arguments, their
+    out-of-band buffers. A failure is a ``PicklingError`` that names the task."""
+    try:
+        key = id(function)
+        hit = cache.get(key)
+        if hit is None or hit[0] is not function:
+            hit = (function, cloudpickle.dumps(function, protocol=5))
+            cache[key] = hit
+        data, buffers = _dumps((args, kwargs or {}))
+        return hit[1], data, buffers
+    except Exception as e:
+        raise pickle.PicklingError(
+            f"task {index}: could not pickle the task to send it to a worker process: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+
+
+def decode_result(data: bytes, buffers: list) -> Any:
+    return pickle.loads(data, buffers=buffers)
+
+
+# Worker side ----------------------------------------------------------------------------
+
+_functions: dict[bytes, Callable[..., Any]] = {}
+
+
+def _function(blob: bytes) -> Callable[..., Any]:
+    f = _functions.get(blob)
+    if f is None:
+        if len(_functions) > 256:
+            _functions.clear()
+        f = _functions[blob] = pickle.loads(blob)
+    return f
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
+    # Without calling __init__: exceptions whose __init__ takes other arguments than their
+    # `args` come back too.
+    e = cls.__new__(cls)
+    e.args = args
+    e.__dict__.update(state)
+    return e
+
+
+def run_task(function: bytes, data: bytes, buffers: list) -> tuple:
+    """Runs a pickled task in a worker: ``(True, data, buffers)`` with the pickled result,
+    or ``(False, exception_pickle | None, type_name, message, traceback_text)``."""
+    try:
+        f = _function(function)
+        args, kwargs = pickle.loads(data, buffers=buffers)
+        result = f(*args, **kwargs)
+        out = _dumps(result)
+        return (True, out[0], out[1])
+    except BaseException as e:  # the task's failure, whatever it is, goes to the caller
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        try:
+            blob = cloudpickle.dumps((type(e), e.args, dict(getattr(e, "__dict__", {}))))
+        except Exception:
+            blob = None
+        return (False, blob, f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+
+
+def rebuild_exception(
+    index: int, blob: bytes | None, type_name: str, message: str, tb: str
+) -> BaseException:
+    """The task's exception, of its own type when that can be rebuilt here, with the
+    worker's traceback as ``__cause__``."""
+    exc: BaseException | None = None
+    if blob is not None:
+        try:
+            cls, args, state = pickle.loads(blob)
+            exc = _rebuild(cls, args, state)
+        except Exception:
+            exc = None
+    if exc is None:
+        exc = WorkerTaskError(f"task {index} raised {type_name}: {message}")
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    return exc

@@ -1,0 +1,229 @@
+"""``Parallel`` and ``delayed``: joblib's API, run by joblet's engine."""
+
+from __future__ import annotations
+
+import functools
+import json
+import numbers
+import sys
+from typing import Any, Callable, Iterable, Optional
+
+from . import _core
+from ._config import DEFAULTS, _Unset, active_backend, resolve, _backend_instance
+from ._backends import BACKENDS, ParallelBackendBase, SequentialBackend
+
+
+def delayed(function: Callable[..., Any]) -> Callable[..., tuple]:
+    """Captures a call for ``Parallel``: ``delayed(f)(*args, **kwargs)`` is the triple
+    ``(f, args, kwargs)``. Hand-made triples work the same.
+
+    >>> from joblet import delayed
+    >>> delayed(pow)(2, 5)
+    (<built-in function pow>, (2, 5), {})
+    """
+
+    def delayed_function(*args: Any, **kwargs: Any) -> tuple:
+        return function, args, kwargs
+
+    try:
+        delayed_function = functools.wraps(function)(delayed_function)
+    except AttributeError:
+        pass  # some callables have no __name__ to copy
+    return delayed_function
+
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def memstr_to_bytes(text: str) -> int:
+    """``"1M"`` → 1048576 (joblib's sizes: a number and K, M or G)."""
+    unit = text[-1:].upper()
+    try:
+        return int(float(text[:-1]) * _UNITS[unit])
+    except (KeyError, ValueError):
+        raise ValueError(
+            f"Invalid literal for size: '{text}' should be a string like '1K', '500M', '50G'"
+        ) from None
+
+
+_MMAP_MODES = (None, "r+", "r", "w+", "c")
+
+
+class Parallel:
+    """Runs ``delayed`` calls in parallel and returns their results, with joblib's parameters.
+
+    ``Parallel(n_jobs=2)(delayed(f)(x) for x in data)`` returns ``[f(x) for x in data]``,
+    computed on two workers. ``backend`` is ``"loky"`` (the default: worker processes),
+    ``"multiprocessing"`` (the same pool), ``"threading"`` or ``"sequential"``.
+    ``return_as`` is ``"list"``, ``"generator"`` (input order, lazily) or
+    ``"generator_unordered"`` (as tasks finish). A task's exception is raised in the caller,
+    with the worker's traceback as its ``__cause__``; a dead worker raises
+    ``TerminatedWorkerError``; ``timeout`` raises ``multiprocessing.TimeoutError``, and on
+    processes kills the stuck worker.
+
+    Beyond joblib: ``progress`` takes a callable ``(completed, total)`` (``total`` is None
+    until the input is exhausted), or ``True`` for a tqdm bar when tqdm is installed.
+
+    >>> from joblet import Parallel, delayed
+    >>> Parallel(n_jobs=2, backend="threading")(delayed(pow)(i, 2) for i in range(5))
+    [0, 1, 4, 9, 16]
+    """
+
+    def __init__(
+        self,
+        n_jobs: Any = DEFAULTS["n_jobs"],
+        backend: Any = DEFAULTS["backend"],
+        return_as: str = "list",
+        verbose: Any = DEFAULTS["verbose"],
+        timeout: Optional[float] = None,
+        pre_dispatch: Any = "2 * n_jobs",
+        batch_size: Any = "auto",
+        temp_folder: Any = DEFAULTS["temp_folder"],
+        max_nbytes: Any = DEFAULTS["max_nbytes"],
+        mmap_mode: Any = DEFAULTS["mmap_mode"],
+        prefer: Any = DEFAULTS["prefer"],
+        require: Any = DEFAULTS["require"],
+        progress: Any = None,
+        **backend_kwargs: Any,
+    ) -> None:
+        if n_jobs is None:
+            n_jobs = DEFAULTS["n_jobs"]
+        active, config = active_backend(prefer=prefer, require=require, verbose=verbose)
+        level = active.nesting_level
+        self.verbose = int(resolve(verbose, "verbose", config))
+        if timeout is not None:
+            if not isinstance(timeout, numbers.Real) or timeout <= 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.timeout = timeout
+        self.pre_dispatch = pre_dispatch
+        if return_as not in {"list", "generator", "generator_unordered"}:
+            raise ValueError(
+                'Expected `return_as` parameter to be a string equal to "list",'
+                f'"generator" or "generator_unordered", but got {return_as} instead.'
+            )
+        self.return_as = return_as
+        self.return_generator = return_as != "list"
+        self.return_ordered = return_as != "generator_unordered"
+        settings = {
+            key: resolve(value, key, config)
+            for value, key in [
+                (max_nbytes, "max_nbytes"),
+                (temp_folder, "temp_folder"),
+                (mmap_mode, "mmap_mode"),
+                (prefer, "prefer"),
+                (require, "require"),
+            ]
+        }
+        if isinstance(settings["max_nbytes"], str):
+            settings["max_nbytes"] = memstr_to_bytes(settings["max_nbytes"])
+        if settings["mmap_mode"] not in _MMAP_MODES:
+            raise ValueError(
+                f"mmap_mode should be one of {_MMAP_MODES}, got {settings['mmap_mode']!r}"
+            )
+        self.max_nbytes: Optional[int] = settings["max_nbytes"]
+        self.temp_folder = settings["temp_folder"]
+        self.mmap_mode = settings["mmap_mode"]
+        require = settings["require"]
+
+        if backend is DEFAULTS["backend"] or backend is None:
+            backend = active
+        elif isinstance(backend, ParallelBackendBase):
+            if backend.nesting_level is None:
+                backend.nesting_level = level
+        elif isinstance(backend, str):
+            backend = _backend_instance(backend, level, **backend_kwargs)
+        else:
+            raise ValueError(
+                f"Invalid backend: {backend!r}, expected one of {sorted(BACKENDS)}"
+            )
+        n_jobs = resolve(n_jobs, "n_jobs", config)
+        if n_jobs is None:
+            n_jobs = backend.default_n_jobs
+        try:
+            n_jobs = int(n_jobs)
+        except (TypeError, ValueError):
+            raise ValueError("n_jobs could not be converted to int") from None
+        self.n_jobs = n_jobs
+        if require == "sharedmem" and not getattr(backend, "supports_sharedmem", False):
+            raise ValueError(f"Backend {backend} does not support shared memory")
+        if not (batch_size == "auto" or (isinstance(batch_size, numbers.Integral) and batch_size > 0)):
+            raise ValueError(
+                f"batch_size must be 'auto' or a positive integer, got: {batch_size!r}"
+            )
+        self.batch_size = batch_size
+        if not isinstance(backend, SequentialBackend) and self.return_generator:
+            if not backend.supports_return_generator:
+                raise ValueError(f"Backend {backend} does not support return_as={return_as}")
+        self._backend = backend
+        self.progress = _progress_callback(progress)
+
+    def __enter__(self) -> "Parallel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_jobs={self.n_jobs})"
+
+    def _engine_plan(self) -> tuple[str, int]:
+        """The engine backend and worker count for a call made here."""
+        backend = self._backend
+        engine = backend.engine
+        if engine is None:
+            raise NotImplementedError(
+                f"backend {type(backend).__name__} is a custom joblib backend; joblet runs "
+                "its built-in backends (loky, multiprocessing, threading, sequential) and does "
+                "not run custom backends yet"
+            )
+        n = backend.effective_n_jobs(self.n_jobs)
+        depth = _core.nesting_depth()
+        if depth >= 2 or (depth == 1 and engine == "sequential"):
+            engine = "sequential"
+        elif depth == 1:
+            # Inside a task of another call: threads, as joblib's nested backend.
+            engine = "threads"
+        return engine, n
+
+    def __call__(self, iterable: Iterable[Any]) -> Any:
+        engine, n = self._engine_plan()
+        if engine == "processes":
+            _core.set_worker_command(
+                sys.executable, ["-m", "joblet._worker", json.dumps(sys.path)]
+            )
+        return _core.run(
+            iter(iterable),
+            backend=engine if n > 1 else "sequential",
+            n_jobs=n,
+            batch_size=None if self.batch_size == "auto" else int(self.batch_size),
+            pre_dispatch=str(self.pre_dispatch).replace(" ", ""),
+            timeout=self.timeout,
+            verbose=max(int(self.verbose), 0),
+            return_as=self.return_as,
+            max_nbytes=self.max_nbytes if self.max_nbytes is not None else 2**62,
+            progress=self.progress,
+            nested_levels=1,
+        )
+
+
+def _progress_callback(progress: Any) -> Optional[Callable[[int, Optional[int]], None]]:
+    if progress is None or progress is False:
+        return None
+    if callable(progress):
+        return progress
+    if progress is True:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            raise ValueError("progress=True needs tqdm (pip install tqdm); pass a callable instead") from None
+        bar = tqdm()
+
+        def update(done: int, total: Optional[int]) -> None:
+            if total is not None and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+            if total is not None and done >= total:
+                bar.close()
+
+        return update
+    raise ValueError(f"progress must be None, a bool or a callable, got {progress!r}")
