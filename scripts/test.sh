@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every check and test: formatting, lints (warnings are errors), the test suites, the doctests.
+# Every check and test: formatting, lints (warnings are errors), the Rust test suites and
+# doctests, then the Python package built into .venv and its pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/toolchain.sh
@@ -17,3 +18,7 @@ else
 fi
 echo "== doctests"
 cargo test --workspace --all-features --doc
+echo "== python: build joblet into .venv"
+source scripts/python_env.sh
+echo "== pytest"
+"$PY" -m pytest tests/python -q -p no:cacheprovider

@@ -207,7 +207,7 @@ fn unpickle(py: Python<'_>, p: Pickled) -> PyResult<Py<PyAny>> {
     for b in &p.buffers {
         buffers.append(pyo3::types::PyByteArray::new(py, b))?;
     }
-    let codec = py.import("joblet._codec")?;
+    let codec = crate::codec(py)?;
     codec
         .call_method1(
             "decode_result",
@@ -298,7 +298,7 @@ pub(crate) fn run(
         }
     };
     if matches!(backend, Backend::Processes) {
-        let codec: Py<PyModule> = py.import("joblet._codec")?.unbind();
+        let codec: Py<PyModule> = crate::codec(py)?.clone().unbind();
         let cache: Py<PyDict> = PyDict::new(py).unbind();
         let jobs = std::iter::from_fn(move || {
             pull.next_with(|py, index, t| pickle_task(py, &codec, &cache, index, t))

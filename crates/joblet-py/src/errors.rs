@@ -26,7 +26,7 @@ pub(crate) fn raw(_: Python<'_>, _: usize, e: PyErr) -> PyErr {
 /// A task's error from a worker process: its exception rebuilt (its own type, with the
 /// worker's traceback as `__cause__`) by `joblet._codec.rebuild_exception`.
 pub(crate) fn from_worker(py: Python<'_>, index: usize, f: TaskFailure) -> PyErr {
-    let rebuilt = py.import("joblet._codec").and_then(|codec| {
+    let rebuilt = crate::codec(py).and_then(|codec| {
         codec.call_method1(
             "rebuild_exception",
             (

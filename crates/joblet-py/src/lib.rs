@@ -15,6 +15,16 @@ mod errors;
 mod remote;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyModule;
+
+/// `joblet._codec`, imported once: it is needed for every task that crosses a process.
+pub(crate) fn codec(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    static CODEC: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    CODEC
+        .get_or_try_init(py, || Ok(py.import("joblet._codec")?.unbind()))
+        .map(|m| m.bind(py))
+}
 
 /// Serves tasks when this interpreter was started as a worker process
 /// (`python -m joblet._worker`); returns the exit code, or `None` in any other process.

@@ -35,7 +35,7 @@ joblet::remote_fn! {
 }
 
 fn run(py: Python<'_>, function: &[u8], call: Pickled) -> PyResult<Result<Pickled, TaskFailure>> {
-    let codec = py.import("joblet._codec")?;
+    let codec = crate::codec(py)?;
     // Writable copies: a task may write to the arrays it receives (its own copy, as with
     // joblib's copy-on-write memmaps), and numpy sees a read-only array over `bytes`.
     let buffers = PyList::empty(py);
