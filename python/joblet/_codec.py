@@ -32,13 +32,10 @@ def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
         buffers.append(raw)
         return False
 
-    try:
-        # The C pickler first: several times faster for the common plain data; cloudpickle
-        # for what it cannot pickle by reference (lambdas, closures, __main__ functions).
-        data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
-    except Exception:
-        buffers.clear()
-        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
+    # cloudpickle, not the C pickler, even for plain data: the C pickler would pickle a
+    # `__main__` function or class inside the arguments by reference, which a worker (which
+    # never imports the caller's `__main__`) cannot resolve.
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
     return data, buffers
 
 
