@@ -6,6 +6,7 @@ import functools
 import json
 import numbers
 import sys
+import warnings
 from typing import Any, Callable, Iterable, Optional
 
 from . import _core
@@ -187,17 +188,30 @@ class Parallel:
 
     def __call__(self, iterable: Iterable[Any]) -> Any:
         engine, n = self._engine_plan()
+        if n == 1:
+            engine = "sequential"
+        timeout = self.timeout
+        if timeout is not None and engine == "sequential":
+            # As joblib: a call that runs in the caller cannot stop a task; say so, run it.
+            warnings.warn(
+                f"The backend class 'SequentialBackend' does not support timeout. You have "
+                f"set 'timeout={timeout}' in Parallel but the 'timeout' parameter will not "
+                "be used.",
+                UserWarning,
+                stacklevel=2,
+            )
+            timeout = None
         if engine == "processes":
             _core.set_worker_command(
                 sys.executable, ["-m", "joblet._worker", json.dumps(sys.path)]
             )
         return _core.run(
             iter(iterable),
-            backend=engine if n > 1 else "sequential",
+            backend=engine,
             n_jobs=n,
             batch_size=None if self.batch_size == "auto" else int(self.batch_size),
             pre_dispatch=str(self.pre_dispatch).replace(" ", ""),
-            timeout=self.timeout,
+            timeout=timeout,
             verbose=max(int(self.verbose), 0),
             return_as=self.return_as,
             max_nbytes=self.max_nbytes if self.max_nbytes is not None else 2**62,

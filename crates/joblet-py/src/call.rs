@@ -263,6 +263,17 @@ pub(crate) fn run(
                 .parse()
                 .map_or_else(|_| PreDispatch::Expr(text.to_string()), PreDispatch::Count),
         });
+    // Verbose lines go through Python's sys.stderr / sys.stdout, as joblib's do, so that
+    // redirections (pytest's capsys, Jupyter, contextlib.redirect_stderr) see them.
+    par = par.verbose_to(|text, to_stdout| {
+        Python::attach(|py| {
+            let name = if to_stdout { "stdout" } else { "stderr" };
+            if let Ok(stream) = py.import("sys").and_then(|sys| sys.getattr(name)) {
+                let _ = stream.call_method1("write", (text,));
+                let _ = stream.call_method0("flush");
+            }
+        })
+    });
     if let Some(b) = batch_size {
         par = par.batch_size(b);
     }

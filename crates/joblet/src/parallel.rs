@@ -57,6 +57,7 @@ pub struct Parallel {
     progress: Option<Callback>,
     max_nbytes: Option<usize>,
     nested_levels: usize,
+    verbose_sink: Option<crate::progress::VerboseSink>,
 }
 
 impl std::fmt::Debug for Parallel {
@@ -88,6 +89,14 @@ impl Parallel {
     /// `batch_size="auto"`, `pre_dispatch="2*n_jobs"`, no timeout, silent.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sends the `verbose` lines to `sink` instead of the process's stderr (stdout from level
+    /// 50): it gets each line, newline included, and whether joblib's rule puts it on stdout.
+    /// The Python front passes `sys.stderr.write`, so that redirected streams see them.
+    pub fn verbose_to(mut self, sink: impl Fn(&str, bool) + Send + Sync + 'static) -> Self {
+        self.verbose_sink = Some(std::sync::Arc::new(sink));
+        self
     }
 
     /// Lets calls nested up to `levels` deep (see [`crate::nesting_depth`]) keep their
@@ -227,6 +236,7 @@ impl Parallel {
         let reporter = Reporter::new(
             self.progress.clone(),
             self.verbose,
+            self.verbose_sink.clone(),
             plan.workers,
             &plan.backend.to_string(),
         );

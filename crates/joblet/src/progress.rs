@@ -52,6 +52,10 @@ pub struct Progress {
 /// A user's progress callback, shared by every call of a `Parallel`.
 pub(crate) type Callback = Arc<Mutex<dyn FnMut(&Progress) + Send>>;
 
+/// Where verbose lines go instead of the process's stderr/stdout: the line (with its
+/// newline), and whether joblib's rule sends it to stdout (level 50 and up).
+pub(crate) type VerboseSink = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
 /// Turns scheduler happenings into [`Progress`] for the callback and the verbose printer.
 pub(crate) struct Reporter {
     callback: Option<Callback>,
@@ -65,10 +69,11 @@ impl Reporter {
     pub(crate) fn new(
         callback: Option<Callback>,
         verbose: u32,
+        sink: Option<VerboseSink>,
         n_jobs: usize,
         backend: &str,
     ) -> Self {
-        let verbose = (verbose > 0).then(|| Verbose::new(verbose, n_jobs));
+        let verbose = (verbose > 0).then(|| Verbose::new(verbose, n_jobs, sink));
         if let Some(v) = &verbose {
             v.print(&format!(
                 "Using backend {backend} with {n_jobs} concurrent workers."
@@ -122,18 +127,23 @@ impl Reporter {
 struct Verbose {
     level: u32,
     prefix: String,
+    sink: Option<VerboseSink>,
 }
 
 impl Verbose {
-    fn new(level: u32, n_jobs: usize) -> Self {
+    fn new(level: u32, n_jobs: usize, sink: Option<VerboseSink>) -> Self {
         Verbose {
             level,
             prefix: format!("[Parallel(n_jobs={n_jobs})]: "),
+            sink,
         }
     }
 
     fn print(&self, line: &str) {
         let text = format!("{}{line}\n", self.prefix);
+        if let Some(sink) = &self.sink {
+            return sink(&text, self.level >= 50);
+        }
         // Progress output must never fail the call; a closed stream just loses the line.
         if self.level < 50 {
             let _ = std::io::stderr().write_all(text.as_bytes());
@@ -230,10 +240,10 @@ mod tests {
 
     #[test]
     fn lines_thin_out_at_low_levels() {
-        let low = Verbose::new(1, 2);
+        let low = Verbose::new(1, 2, None);
         let printed = (1..=1000).filter(|&b| low.wants_line(b)).count();
         assert!(printed < 20, "{printed}");
-        let high = Verbose::new(11, 2);
+        let high = Verbose::new(11, 2, None);
         assert!((1..=1000).all(|b| high.wants_line(b)));
     }
 }

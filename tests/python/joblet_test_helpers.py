@@ -1,0 +1,210 @@
+"""Task functions and classes for joblet's tests.
+
+They live in an importable module (not in the test files) so that worker processes import
+them by reference, as joblib users' own modules are. Everything that kills a process takes the
+pid of the test process and refuses to kill it: a bug that ran such a task in the caller must
+fail a test, not end the test session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+
+# Plain tasks -------------------------------------------------------------------------------
+
+
+def square(x):
+    return x * x
+
+
+def add(x, y=0, *, z=0):
+    return x + y + z
+
+
+def raise_at(i, bad=3):
+    if i == bad:
+        raise ValueError(f"bad value {i}")
+    return i
+
+
+class CustomError(Exception):
+    """An exception whose ``__init__`` takes other arguments than its ``args``."""
+
+    def __init__(self, code, detail):
+        super().__init__(f"error {code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+def raise_custom_at(i, bad=3):
+    if i == bad:
+        raise CustomError(i, "custom detail")
+    return i
+
+
+def getpid(*_):
+    return os.getpid()
+
+
+def where(*_):
+    """The process and the thread a task runs in."""
+    return os.getpid(), threading.get_ident()
+
+
+def wait_barrier(barrier, timeout=20):
+    """Returns only when as many tasks as the barrier's parties wait at the same time: proof
+    that they run concurrently (a BrokenBarrierError otherwise)."""
+    barrier.wait(timeout)
+    return os.getpid(), threading.get_ident()
+
+
+# Crashes -----------------------------------------------------------------------------------
+
+CRASH_MODES = ("exit", "SIGSEGV", "SIGKILL")
+
+
+def crash_now(mode, protected_pid):
+    """Ends this process abruptly (os._exit(3), SIGSEGV or SIGKILL), unless it is the test
+    process itself."""
+    if os.getpid() == protected_pid:
+        raise RuntimeError(f"crash task ran in the test process (pid {protected_pid})")
+    if mode == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), getattr(signal, mode))
+    time.sleep(10)  # the signal is delivered before this ends
+    os._exit(99)
+
+
+def crash_at(i, bad, mode, protected_pid):
+    if i == bad:
+        crash_now(mode, protected_pid)
+    return i
+
+
+class CrashOnReduce:
+    """Unpickling it (in the worker) calls ``crash_now``: a crash while the task's arguments
+    are being rebuilt."""
+
+    def __init__(self, mode, protected_pid):
+        self.mode = mode
+        self.protected_pid = protected_pid
+
+    def __reduce__(self):
+        return crash_now, (self.mode, self.protected_pid)
+
+
+class CrashOnSetstate:
+    """Unpickling it (in the worker) crashes in ``__setstate__``."""
+
+    def __init__(self, mode, protected_pid):
+        self.mode = mode
+        self.protected_pid = protected_pid
+
+    def __getstate__(self):
+        return {"mode": self.mode, "protected_pid": self.protected_pid}
+
+    def __setstate__(self, state):
+        crash_now(state["mode"], state["protected_pid"])
+
+
+class CrashWhenPickled:
+    """Pickling it (the worker sending it back as a result) crashes the worker."""
+
+    def __init__(self, mode, protected_pid):
+        self.mode = mode
+        self.protected_pid = protected_pid
+
+    def __reduce__(self):
+        crash_now(self.mode, self.protected_pid)
+        raise AssertionError("unreachable")
+
+
+def take_arg(i, _arg=None):
+    return i
+
+
+def crash_result_at(i, bad, mode, protected_pid):
+    if i == bad:
+        return CrashWhenPickled(mode, protected_pid)
+    return i
+
+
+class FailOnSetstate:
+    """Unpickling it raises (an exception, not a crash)."""
+
+    def __getstate__(self):
+        return {"x": 1}
+
+    def __setstate__(self, state):
+        raise KeyError("setstate failed in the worker")
+
+
+class FailWhenPickled:
+    def __reduce__(self):
+        raise TypeError("this result cannot be pickled")
+
+
+def fail_result_at(i, bad):
+    if i == bad:
+        return FailWhenPickled()
+    return i
+
+
+# Timeouts ----------------------------------------------------------------------------------
+
+
+def sleep_and_report(seconds, pid_file=None):
+    """Writes its pid to ``pid_file`` (so that the test knows which worker runs it), then
+    sleeps; returns its pid."""
+    if pid_file is not None:
+        tmp = pid_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(tmp, pid_file)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+# Arrays ------------------------------------------------------------------------------------
+
+
+def double(a):
+    return a * 2
+
+
+def make_array(n, value):
+    return np.full(n, value, dtype=np.float64)
+
+
+def scribble(a):
+    """Writes into the array it received; returns whether it could and the new sum."""
+    writeable = bool(a.flags.writeable)
+    a[:] = -1.0
+    return writeable, float(a.sum()), os.getpid()
+
+
+# Nesting -----------------------------------------------------------------------------------
+
+
+def nested_leaf():
+    return os.getpid(), threading.get_ident()
+
+
+def nested_middle():
+    from joblet import Parallel, delayed
+
+    leaves = Parallel(n_jobs=2)(delayed(nested_leaf)() for _ in range(3))
+    return os.getpid(), threading.get_ident(), leaves
+
+
+def nested_outer():
+    from joblet import Parallel, delayed
+
+    middles = Parallel(n_jobs=2)(delayed(nested_middle)() for _ in range(3))
+    return os.getpid(), threading.get_ident(), middles

@@ -1,0 +1,360 @@
+"""Worker processes: crashes at every stage of a task, timeouts, pickling errors, big arrays,
+and no worker left behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import pytest
+
+import joblet
+from joblet import Parallel, TerminatedWorkerError, delayed
+
+import joblet_test_helpers as h
+
+pytestmark = pytest.mark.timeout(90)
+
+N_JOBS = 2
+CRASH_INDEX = 2
+N_TASKS = 5
+
+
+# Processes of this test process, from /proc ----------------------------------------------
+
+
+def _stat(pid):
+    """(state, ppid) of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def worker_children():
+    """The joblet worker processes whose parent is this process, zombies included (a worker
+    that died and was never reaped is a leak too): {pid: state}."""
+    me = os.getpid()
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        st = _stat(pid)
+        if st is None or st[1] != me:
+            continue
+        state = st[0]
+        # A zombie has an empty cmdline: count every zombie child, and live ones that run
+        # joblet's worker.
+        if state == "Z" or "joblet._worker" in _cmdline(pid):
+            out[pid] = state
+    return out
+
+
+def wait_until(predicate, timeout=5.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def assert_pool_works():
+    out = Parallel(n_jobs=N_JOBS)(delayed(h.square)(i) for i in range(10))
+    assert out == [i * i for i in range(10)]
+    pids = Parallel(n_jobs=N_JOBS)(delayed(h.getpid)(i) for i in range(4))
+    assert os.getpid() not in pids
+
+
+# Crash matrix ------------------------------------------------------------------------------
+
+PHASES = ["running", "unpickling_reduce", "unpickling_setstate", "pickling_result"]
+
+
+def crash_tasks(phase, mode, backend="loky"):
+    me = os.getpid()
+    if phase == "running":
+        return [delayed(h.crash_at)(i, CRASH_INDEX, mode, me) for i in range(N_TASKS)]
+    if phase == "unpickling_reduce":
+        return [
+            delayed(h.take_arg)(i, h.CrashOnReduce(mode, me) if i == CRASH_INDEX else None)
+            for i in range(N_TASKS)
+        ]
+    if phase == "unpickling_setstate":
+        return [
+            delayed(h.take_arg)(i, h.CrashOnSetstate(mode, me) if i == CRASH_INDEX else None)
+            for i in range(N_TASKS)
+        ]
+    if phase == "pickling_result":
+        return [delayed(h.crash_result_at)(i, CRASH_INDEX, mode, me) for i in range(N_TASKS)]
+    raise AssertionError(phase)
+
+
+EXPECTED_END = {
+    "exit": ("exit code 3",),
+    "SIGSEGV": ("SIGSEGV", "signal 11"),
+    "SIGKILL": ("SIGKILL", "signal 9"),
+}
+
+
+def check_terminated(exc, mode):
+    assert isinstance(exc, TerminatedWorkerError)
+    assert isinstance(exc, BrokenProcessPool)
+    assert isinstance(exc, RuntimeError)
+    message = str(exc)
+    assert f"task {CRASH_INDEX}" in message, message
+    assert any(word in message for word in EXPECTED_END[mode]), message
+
+
+@pytest.mark.parametrize("mode", h.CRASH_MODES)
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("batch_size", [1, "auto"])
+def test_crash_raises_terminated_worker_error(phase, mode, batch_size):
+    with pytest.raises(TerminatedWorkerError) as info:
+        Parallel(n_jobs=N_JOBS, batch_size=batch_size)(crash_tasks(phase, mode))
+    check_terminated(info.value, mode)
+    assert_pool_works()
+
+
+@pytest.mark.parametrize("bad", [0, 150, 199])
+def test_crash_names_the_task_among_many_batched_tasks(bad):
+    me = os.getpid()
+    with pytest.raises(TerminatedWorkerError, match=rf"task {bad}\b"):
+        Parallel(n_jobs=N_JOBS)(delayed(h.crash_at)(i, bad, "SIGKILL", me) for i in range(200))
+    assert_pool_works()
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+@pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])
+def test_crash_in_generator_mode(backend, return_as):
+    gen = Parallel(n_jobs=N_JOBS, backend=backend, return_as=return_as)(
+        crash_tasks("running", "SIGKILL")
+    )
+    with pytest.raises(TerminatedWorkerError) as info:
+        list(gen)
+    check_terminated(info.value, "SIGKILL")
+    assert_pool_works()
+
+
+def test_crash_on_multiprocessing_backend():
+    with pytest.raises(TerminatedWorkerError) as info:
+        Parallel(n_jobs=N_JOBS, backend="multiprocessing")(crash_tasks("running", "exit"))
+    check_terminated(info.value, "exit")
+    out = Parallel(n_jobs=N_JOBS, backend="multiprocessing")(delayed(h.square)(i) for i in range(5))
+    assert out == [i * i for i in range(5)]
+
+
+@pytest.mark.timeout(120)
+def test_no_worker_left_behind_across_crashes():
+    assert_pool_works()
+    baseline = len(worker_children())
+    bound = max(baseline, N_JOBS)
+    assert baseline <= max(N_JOBS, joblet.cpu_count())
+    for iteration, (phase, mode) in enumerate(
+        [
+            ("running", "exit"),
+            ("running", "SIGSEGV"),
+            ("unpickling_reduce", "SIGKILL"),
+            ("pickling_result", "exit"),
+            ("unpickling_setstate", "SIGSEGV"),
+        ]
+    ):
+        with pytest.raises(TerminatedWorkerError):
+            Parallel(n_jobs=N_JOBS)(crash_tasks(phase, mode))
+        assert_pool_works()
+        count = wait_until(lambda: len(worker_children()) <= bound, timeout=5)
+        children = worker_children()
+        assert count and len(children) <= bound, (
+            f"iteration {iteration}: {len(children)} worker children {children}, "
+            f"expected at most {bound}"
+        )
+        zombies = [pid for pid, state in children.items() if state == "Z"]
+        assert not zombies, f"dead workers not reaped: {zombies}"
+
+
+# Failures that are exceptions, not crashes -----------------------------------------------
+
+
+def test_argument_whose_unpickling_raises():
+    with pytest.raises(KeyError, match="setstate failed"):
+        Parallel(n_jobs=N_JOBS)(
+            delayed(h.take_arg)(i, h.FailOnSetstate() if i == 1 else None) for i in range(4)
+        )
+    assert_pool_works()
+
+
+def test_result_that_cannot_be_pickled():
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        Parallel(n_jobs=N_JOBS)(delayed(h.fail_result_at)(i, 1) for i in range(4))
+    assert_pool_works()
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_unpicklable_argument_raises_pickling_error(backend):
+    lock = threading.Lock()
+    with pytest.raises(pickle.PicklingError, match=r"task 1\b"):
+        Parallel(n_jobs=N_JOBS, backend=backend)(
+            delayed(h.take_arg)(i, lock if i == 1 else None) for i in range(4)
+        )
+    assert_pool_works()
+
+
+def test_unpicklable_argument_among_many_tasks_names_its_task():
+    lock = threading.Lock()
+    with pytest.raises(pickle.PicklingError, match=r"task 150\b"):
+        Parallel(n_jobs=N_JOBS)(
+            delayed(h.take_arg)(i, lock if i == 150 else None) for i in range(200)
+        )
+    assert_pool_works()
+
+
+def test_unpicklable_function_raises_pickling_error():
+    lock = threading.Lock()
+
+    def uses_lock(x):
+        with lock:
+            return x
+
+    with pytest.raises(pickle.PicklingError, match=r"task 0\b"):
+        Parallel(n_jobs=N_JOBS)(delayed(uses_lock)(i) for i in range(3))
+    # The same closure is fine on threads.
+    assert Parallel(n_jobs=N_JOBS, backend="threading")(delayed(uses_lock)(i) for i in range(3)) == [0, 1, 2]
+    assert_pool_works()
+
+
+def test_unpicklable_argument_is_fine_on_threads():
+    lock = threading.Lock()
+    out = Parallel(n_jobs=N_JOBS, backend="threading")(
+        delayed(h.take_arg)(i, lock) for i in range(4)
+    )
+    assert out == [0, 1, 2, 3]
+
+
+# Timeout -----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_timeout_kills_the_stuck_worker(tmp_path, backend):
+    # Start the workers first, so that the timeout measures the task, not process starts.
+    before = Parallel(n_jobs=N_JOBS, backend=backend)(delayed(h.getpid)(i) for i in range(4))
+    assert os.getpid() not in before
+    pid_file = str(tmp_path / "stuck.pid")
+    start = time.monotonic()
+    with pytest.raises(multiprocessing.TimeoutError):
+        Parallel(n_jobs=N_JOBS, backend=backend, timeout=1)(
+            delayed(h.sleep_and_report)(30 if i == 1 else 0, pid_file if i == 1 else None)
+            for i in range(3)
+        )
+    elapsed = time.monotonic() - start
+    assert elapsed < 5, f"the timeout of 1 s took {elapsed:.1f} s to fire"
+    assert os.path.exists(pid_file), "the stuck task never started"
+    stuck = int(open(pid_file).read())
+    assert stuck != os.getpid()
+    gone = wait_until(lambda: _stat(stuck) is None, timeout=5)
+    assert gone, f"the stuck worker {stuck} is still there: {_stat(stuck)}"
+    # The next call works, on live workers.
+    after = Parallel(n_jobs=N_JOBS, backend=backend)(delayed(h.getpid)(i) for i in range(4))
+    assert stuck not in after
+    assert os.getpid() not in after
+    assert_pool_works()
+
+
+@pytest.mark.timeout(60)
+def test_timeout_in_generator_mode(tmp_path):
+    gen = Parallel(n_jobs=N_JOBS, timeout=1, return_as="generator")(
+        delayed(h.sleep_and_report)(30 if i == 0 else 0) for i in range(3)
+    )
+    start = time.monotonic()
+    with pytest.raises(multiprocessing.TimeoutError):
+        list(gen)
+    assert time.monotonic() - start < 5
+    assert_pool_works()
+
+
+@pytest.mark.timeout(60)
+def test_timeout_not_reached():
+    out = Parallel(n_jobs=N_JOBS, timeout=10)(delayed(h.sleep_and_report)(0.05) for i in range(4))
+    assert len(out) == 4
+
+
+# Big arrays --------------------------------------------------------------------------------
+
+BIG = 1_000_000  # float64: 8 MB
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
+def test_big_arrays_both_ways(backend):
+    rng = np.random.default_rng(0)
+    arrays = [rng.random(BIG) for _ in range(3)]
+    assert arrays[0].nbytes == 8 * BIG
+    out = Parallel(n_jobs=N_JOBS, backend=backend)(delayed(h.double)(a) for a in arrays)
+    assert len(out) == 3
+    for a, b in zip(arrays, out):
+        assert b.shape == a.shape and b.dtype == a.dtype
+        np.testing.assert_array_equal(b, a * 2)
+
+
+def test_big_results():
+    out = Parallel(n_jobs=N_JOBS)(delayed(h.make_array)(BIG, float(i)) for i in range(4))
+    for i, a in enumerate(out):
+        assert a.nbytes == 8 * BIG
+        assert a.dtype == np.float64
+        assert np.all(a == float(i))
+    # Results are the caller's own arrays: writable.
+    out[0][:] = 5.0
+    assert np.all(out[0] == 5.0)
+
+
+@pytest.mark.parametrize("size", [10, 100_000, BIG])
+def test_received_arrays_are_writable_and_private(size):
+    original = np.arange(size, dtype=np.float64)
+    keep = original.copy()
+    out = Parallel(n_jobs=N_JOBS)(delayed(h.scribble)(original) for _ in range(3))
+    for writeable, total, pid in out:
+        assert writeable
+        assert total == -1.0 * size
+        assert pid != os.getpid()
+    np.testing.assert_array_equal(original, keep)
+
+
+def test_array_views_and_dtypes_round_trip():
+    base = np.arange(2 * BIG, dtype=np.int64).reshape(1000, -1)
+    items = [base[:, ::2], base.T, np.asfortranarray(base), base.astype(np.float32)]
+    out = Parallel(n_jobs=N_JOBS)(delayed(h.double)(a) for a in items)
+    for a, b in zip(items, out):
+        assert b.dtype == a.dtype and b.shape == a.shape
+        np.testing.assert_array_equal(b, a * 2)
+
+
+# Where tasks run ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing"])
+def test_tasks_run_in_other_processes(backend):
+    pids = Parallel(n_jobs=N_JOBS, backend=backend)(delayed(h.getpid)(i) for i in range(8))
+    assert os.getpid() not in pids
+    workers = set(worker_children())
+    assert set(pids) <= workers, f"task pids {set(pids)} are not worker children {workers}"
+
+
+def test_n_jobs_1_runs_in_the_caller():
+    pids = Parallel(n_jobs=1)(delayed(h.getpid)(i) for i in range(3))
+    assert pids == [os.getpid()] * 3
