@@ -17,6 +17,19 @@ from ._parallel import Parallel, delayed
 
 __version__ = "0.1.0"
 
+
+def _at_exit() -> None:
+    # Engine threads of calls still running (an unfinished generator) must not enter the
+    # interpreter while it is torn down.
+    from . import _core
+
+    _core.shutdown(2.0)
+
+
+import atexit as _atexit  # noqa: E402
+
+_atexit.register(_at_exit)
+
 __all__ = [
     "Parallel",
     "ParallelBackendBase",

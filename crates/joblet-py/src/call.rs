@@ -35,7 +35,7 @@ impl Pull {
         &mut self,
         make: impl FnOnce(Python<'_>, usize, Triple) -> PyResult<T>,
     ) -> Option<T> {
-        Python::attach(|py| {
+        crate::with_gil(|py| {
             if self
                 .failure
                 .lock()
@@ -58,6 +58,7 @@ impl Pull {
                 }
             }
         })
+        .flatten() // the interpreter is exiting: the input ends here
     }
 }
 
@@ -103,11 +104,16 @@ fn triple(index: usize, item: &Bound<'_, PyAny>) -> PyResult<Triple> {
 
 /// Runs the triple in this thread, with the GIL.
 fn call_here(t: Triple) -> Result<Py<PyAny>, PyErr> {
-    Python::attach(|py| {
+    crate::with_gil(|py| {
         t.function
             .bind(py)
             .call(t.args.bind(py), t.kwargs.as_ref().map(|k| k.bind(py)))
             .map(Bound::unbind)
+    })
+    .unwrap_or_else(|| {
+        Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "the Python interpreter is exiting: task not run",
+        ))
     })
 }
 
@@ -120,7 +126,7 @@ fn pickle_task(
     t: Triple,
 ) -> PyResult<joblet::Remote<(Buffer<u8>, Pickled), Pickled, TaskFailure>> {
     let out = codec.bind(py).call_method1(
-        "encode_task",
+        pyo3::intern!(py, "encode_task"),
         (index, t.function, t.args, t.kwargs, cache.bind(py)),
     )?;
     let out = out.cast_into::<PyTuple>()?;
@@ -166,6 +172,13 @@ impl Results {
         slf
     }
 
+    /// Stops the call: tasks not yet started never run, and busy worker processes are
+    /// killed. Results not yet taken are lost.
+    fn close(&self, py: Python<'_>) {
+        let stream = py.detach(|| self.stream.lock().unwrap_or_else(|e| e.into_inner()).take());
+        py.detach(move || drop(stream));
+    }
+
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         // Wait without the GIL (tasks and the input need it), and take the lock only then.
         let item = py.detach(|| {
@@ -188,9 +201,9 @@ impl Results {
                     None => Ok(None),
                 }
             }
-            Some(Item::Here(r)) => r.map_err(|e| errors::from_engine(py, e, errors::raw)),
+            Some(Item::Here(r)) => r.map_err(|e| engine_error(py, e, errors::raw, &self.failure)),
             Some(Item::Workers(r)) => r
-                .map_err(|e| errors::from_engine(py, e, errors::from_worker))
+                .map_err(|e| engine_error(py, e, errors::from_worker, &self.failure))
                 .and_then(|p| unpickle(py, p)),
         };
         if result.is_err() {
@@ -210,7 +223,7 @@ fn unpickle(py: Python<'_>, p: Pickled) -> PyResult<Py<PyAny>> {
     let codec = crate::codec(py)?;
     codec
         .call_method1(
-            "decode_result",
+            pyo3::intern!(py, "decode_result"),
             (pyo3::types::PyBytes::new(py, &p.data), buffers),
         )
         .map(Bound::unbind)
@@ -266,13 +279,13 @@ pub(crate) fn run(
     // Verbose lines go through Python's sys.stderr / sys.stdout, as joblib's do, so that
     // redirections (pytest's capsys, Jupyter, contextlib.redirect_stderr) see them.
     par = par.verbose_to(|text, to_stdout| {
-        Python::attach(|py| {
+        crate::with_gil(|py| {
             let name = if to_stdout { "stdout" } else { "stderr" };
             if let Ok(stream) = py.import("sys").and_then(|sys| sys.getattr(name)) {
                 let _ = stream.call_method1("write", (text,));
                 let _ = stream.call_method0("flush");
             }
-        })
+        });
     });
     if let Some(b) = batch_size {
         par = par.batch_size(b);
@@ -288,14 +301,27 @@ pub(crate) fn run(
     }
     if let Some(cb) = progress {
         par = par.on_progress(move |p: &Progress| {
-            Python::attach(|py| {
+            crate::with_gil(|py| {
                 if let Err(e) = cb.call1(py, (p.completed, p.total)) {
                     e.write_unraisable(py, Some(cb.bind(py)));
                 }
-            })
+            });
         });
     }
     let failure: InputFailure = Arc::default();
+    // Ctrl-C: Python's handler only sets a flag, which the waiting caller checks here; the
+    // KeyboardInterrupt is kept and raised once the call has stopped its workers.
+    let signalled = failure.clone();
+    par = par.interrupt_check(move || {
+        crate::with_gil(|py| match py.check_signals() {
+            Ok(()) => false,
+            Err(e) => {
+                *signalled.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                true
+            }
+        })
+        .unwrap_or(false)
+    });
     let mut pull = Pull {
         iter: tasks.try_iter()?.unbind(),
         failure: failure.clone(),
@@ -317,7 +343,7 @@ pub(crate) fn run(
         match return_as {
             "list" => {
                 let out = py.detach(|| par.try_run(jobs));
-                let values = out.map_err(|e| errors::from_engine(py, e, errors::from_worker))?;
+                let values = out.map_err(|e| engine_error(py, e, errors::from_worker, &failure))?;
                 raise_input(py)?;
                 let list = PyList::empty(py);
                 for v in values {
@@ -338,7 +364,7 @@ pub(crate) fn run(
         match return_as {
             "list" => {
                 let out = py.detach(|| par.try_run(jobs));
-                let values = out.map_err(|e| errors::from_engine(py, e, errors::raw))?;
+                let values = out.map_err(|e| engine_error(py, e, errors::raw, &failure))?;
                 raise_input(py)?;
                 Ok(PyList::new(py, values)?.into_any().unbind())
             }
@@ -351,6 +377,22 @@ pub(crate) fn run(
             other => Err(bad_return_as(other)),
         }
     }
+}
+
+/// An engine error as a Python exception; an interrupted call raises what interrupted it
+/// (the KeyboardInterrupt kept by the interrupt check).
+fn engine_error<E>(
+    py: Python<'_>,
+    e: Error<E>,
+    task: impl FnOnce(Python<'_>, usize, E) -> PyErr,
+    failure: &InputFailure,
+) -> PyErr {
+    if matches!(e, Error::Interrupted) {
+        if let Some(err) = failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return err;
+        }
+    }
+    errors::from_engine(py, e, task)
 }
 
 fn bad_return_as(other: &str) -> PyErr {

@@ -89,6 +89,9 @@ pub(crate) fn from_engine<E>(
             PyRuntimeError::new_err(format!("worker processes could not start: {message}"))
         }
         Error::Config(c) => PyValueError::new_err(c.to_string()),
+        Error::Interrupted => {
+            pyo3::exceptions::PyKeyboardInterrupt::new_err("the parallel call was interrupted")
+        }
         #[allow(unreachable_patterns)]
         _ => PyRuntimeError::new_err("joblet: an engine error this version cannot describe"),
     }

@@ -17,6 +17,70 @@ mod remote;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Whether engine threads may still enter Python: closed by [`shutdown`] when the
+/// interpreter exits, so that no thread calls into an interpreter being torn down.
+static OPEN: AtomicBool = AtomicBool::new(true);
+/// Engine threads inside [`with_gil`] right now.
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` with the GIL from an engine thread; `None` once the interpreter is exiting.
+///
+/// Engine threads are not Python threads: `Python::attach` on them creates a thread state
+/// and destroys it again at the end, every time (microseconds, most of the cost of a tiny
+/// task, measured with py-spy). The first call on a thread takes one extra, never released
+/// `PyGILState_Ensure`, so that the state lives as long as the thread and later calls only
+/// take and drop the GIL.
+pub(crate) fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
+    thread_local! {
+        static KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    INSIDE.fetch_add(1, Ordering::SeqCst);
+    let _leave = Leave;
+    // Checked after announcing ourselves: `shutdown` closes, then waits for INSIDE to drain.
+    // SAFETY: Py_IsInitialized may be called at any time.
+    if !OPEN.load(Ordering::SeqCst) || unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        return None;
+    }
+    if !KEPT.with(|k| k.replace(true)) {
+        // SAFETY: the interpreter is initialized (checked above). If this thread holds the
+        // GIL already, Ensure only raises its count; otherwise Ensure takes the GIL with a
+        // new thread state and SaveThread gives the GIL back, keeping that state.
+        unsafe {
+            if pyo3::ffi::PyGILState_Check() == 0 {
+                pyo3::ffi::PyGILState_Ensure();
+                pyo3::ffi::PyEval_SaveThread();
+            } else {
+                pyo3::ffi::PyGILState_Ensure();
+            }
+        }
+    }
+    Some(Python::attach(f))
+}
+
+struct Leave;
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        INSIDE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Called at interpreter exit (`atexit`): stops engine threads from entering Python and
+/// waits, without the GIL, up to `wait_seconds` for those inside to leave. Calls still
+/// running see their input end and their tasks fail; worker processes are ended by the pool.
+#[pyfunction]
+fn shutdown(py: Python<'_>, wait_seconds: f64) {
+    OPEN.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs_f64(wait_seconds.max(0.0));
+    py.detach(|| {
+        while INSIDE.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+}
 
 /// `joblet._codec`, imported once: it is needed for every task that crosses a process.
 pub(crate) fn codec(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
@@ -70,6 +134,7 @@ fn nesting_depth() -> usize {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(call::run, m)?)?;
     m.add_function(wrap_pyfunction!(worker_main, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(set_worker_command, m)?)?;
     m.add_function(wrap_pyfunction!(cpu_count, m)?)?;
     m.add_function(wrap_pyfunction!(nesting_depth, m)?)?;

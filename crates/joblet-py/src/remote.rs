@@ -43,7 +43,7 @@ fn run(py: Python<'_>, function: &[u8], call: Pickled) -> PyResult<Result<Pickle
         buffers.append(PyByteArray::new(py, b))?;
     }
     let out = codec.call_method1(
-        "run_task",
+        pyo3::intern!(py, "run_task"),
         (
             PyBytes::new(py, function),
             PyBytes::new(py, &call.data),

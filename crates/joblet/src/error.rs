@@ -63,6 +63,9 @@ pub enum Error<E = Infallible> {
     WorkerStart(String),
     /// The call was configured with an invalid value; nothing ran.
     Config(ConfigError),
+    /// The call's interrupt check ([`crate::Parallel::interrupt_check`]) asked it to stop:
+    /// tasks not started never ran, busy worker processes were killed.
+    Interrupted,
 }
 
 impl<E> Error<E> {
@@ -75,7 +78,7 @@ impl<E> Error<E> {
             | Error::Input { index, .. }
             | Error::WorkerDied { index, .. }
             | Error::Transport { index, .. } => Some(*index),
-            Error::Config(_) | Error::WorkerStart(_) => None,
+            Error::Config(_) | Error::WorkerStart(_) | Error::Interrupted => None,
         }
     }
 
@@ -116,6 +119,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             }
             Error::WorkerStart(message) => write!(f, "cannot start worker processes: {message}"),
             Error::Config(e) => e.fmt(f),
+            Error::Interrupted => f.write_str("the call was interrupted"),
         }
     }
 }

@@ -58,6 +58,7 @@ pub struct Parallel {
     max_nbytes: Option<usize>,
     nested_levels: usize,
     verbose_sink: Option<crate::progress::VerboseSink>,
+    interrupt: Option<crate::scheduler::InterruptCheck>,
 }
 
 impl std::fmt::Debug for Parallel {
@@ -96,6 +97,14 @@ impl Parallel {
     /// The Python front passes `sys.stderr.write`, so that redirected streams see them.
     pub fn verbose_to(mut self, sink: impl Fn(&str, bool) + Send + Sync + 'static) -> Self {
         self.verbose_sink = Some(std::sync::Arc::new(sink));
+        self
+    }
+
+    /// Asks `check` every 50 ms while the caller waits for worker threads or processes; when
+    /// it returns `true`, the call stops with [`Error::Interrupted`] (busy worker processes
+    /// are killed, as on a failure). The Python front checks for Ctrl-C here.
+    pub fn interrupt_check(mut self, check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.interrupt = Some(Arc::new(check));
         self
     }
 
@@ -269,10 +278,12 @@ impl Parallel {
             nesting_depth(),
             !reporter.is_silent(),
         ));
-        Ok(match plan.backend {
+        let mut call = match plan.backend {
             Backend::Sequential => Call::inline(shared, Box::new(Here), reporter),
             Backend::Threads | Backend::Processes => Call::with_threads(shared, runners, reporter),
-        })
+        };
+        call.set_interrupt(self.interrupt.clone());
+        Ok(call)
     }
 
     /// Runs a call to the end and returns its values in input order. The input iterator may
@@ -512,6 +523,7 @@ impl Error<Infallible> {
             Error::Transport { index, message } => Error::Transport { index, message },
             Error::WorkerStart(message) => Error::WorkerStart(message),
             Error::Config(e) => Error::Config(e),
+            Error::Interrupted => Error::Interrupted,
         }
     }
 }

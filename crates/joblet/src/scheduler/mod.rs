@@ -63,7 +63,16 @@ pub(crate) enum Msg<T, E> {
         index: usize,
         slot: usize,
     },
+    /// Made by the coordinator itself: the call's interrupt check said stop.
+    Interrupted,
 }
+
+/// Asked now and then while the caller waits; `true` stops the call
+/// ([`crate::Parallel::interrupt_check`]).
+pub(crate) type InterruptCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// How often a waiting caller runs its interrupt check.
+const INTERRUPT_PERIOD: Duration = Duration::from_millis(50);
 
 /// Runs batches of jobs somewhere: in this thread, or in a worker process (later backends).
 /// Each runner belongs to one worker slot and runs one batch at a time.
@@ -327,6 +336,7 @@ pub(crate) struct Call<T, E> {
     control: Arc<dyn Control>,
     source: Source<T, E>,
     timeout: Option<Duration>,
+    interrupt: Option<InterruptCheck>,
     reporter: Reporter,
     finished: bool,
 }
@@ -379,6 +389,7 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
             control: shared,
             source: Source::Workers { rx, threads },
             timeout,
+            interrupt: None,
             reporter,
             finished: false,
         }
@@ -423,9 +434,15 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                 queue: VecDeque::new(),
             },
             timeout,
+            interrupt: None,
             reporter,
             finished: false,
         }
+    }
+
+    /// Runs `check` every [`INTERRUPT_PERIOD`] while the caller waits for workers.
+    pub(crate) fn set_interrupt(&mut self, check: Option<InterruptCheck>) {
+        self.interrupt = check;
     }
 
     pub(crate) fn release(&self, batches: usize) {
@@ -451,19 +468,28 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                 queue.pop_front()
             }
             Source::Workers { rx, .. } => {
-                let Some(timeout) = self.timeout else {
+                if self.timeout.is_none() && self.interrupt.is_none() {
                     return rx.recv().ok();
-                };
+                }
                 loop {
-                    let wait = match self.control.overdue(timeout) {
-                        Ok(wait) => wait,
-                        Err((index, slot)) => return Some(Msg::Overdue { index, slot }),
+                    let mut wait = match self.timeout {
+                        Some(timeout) => match self.control.overdue(timeout) {
+                            // A millisecond of slack so that a wake-up lands after the deadline.
+                            Ok(wait) => wait + Duration::from_millis(1),
+                            Err((index, slot)) => return Some(Msg::Overdue { index, slot }),
+                        },
+                        None => INTERRUPT_PERIOD,
                     };
-                    // A millisecond of slack so that a wake-up lands after the deadline.
-                    match rx.recv_timeout(wait + Duration::from_millis(1)) {
+                    if self.interrupt.is_some() {
+                        wait = wait.min(INTERRUPT_PERIOD);
+                    }
+                    match rx.recv_timeout(wait) {
                         Ok(msg) => return Some(msg),
                         Err(RecvTimeoutError::Disconnected) => return None,
                         Err(RecvTimeoutError::Timeout) => {}
+                    }
+                    if self.interrupt.as_ref().is_some_and(|check| check()) {
+                        return Some(Msg::Interrupted);
                     }
                 }
             }
@@ -486,6 +512,7 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                             .report(Event::Dispatched { first, count: len }, total);
                     }
                 }
+                Msg::Interrupted => return Some(Err(self.fail(Error::Interrupted))),
                 Msg::InputFailed { index, message } => {
                     return Some(Err(self.fail(Error::Input { index, message })));
                 }
