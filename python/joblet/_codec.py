@@ -48,23 +48,24 @@ def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
     return data, buffers
 
 
-def encode_task(
-    index: int,
-    function: Callable[..., Any],
-    args: tuple,
-    kwargs: dict | None,
-    cache: dict,
-) -> tuple[bytes, bytes, list[memoryview]]:
-    """The task pickled for a worker: the function (cached per call), the arguments, their
-    out-of-band buffers. A failure is a ``PicklingError`` that names the task."""
+def encode_function(index: int, function: Callable[..., Any]) -> bytes:
+    """The function pickled for workers (by value when it lives in ``__main__`` or is a
+    lambda or closure). The caller pickles each distinct function once per call."""
     try:
-        key = id(function)
-        hit = cache.get(key)
-        if hit is None or hit[0] is not function:
-            hit = (function, cloudpickle.dumps(function, protocol=5))
-            cache[key] = hit
-        data, buffers = _dumps((args, kwargs or {}))
-        return hit[1], data, buffers
+        return cloudpickle.dumps(function, protocol=5)
+    except Exception as e:
+        raise pickle.PicklingError(
+            f"task {index}: could not pickle the function to send it to a worker process: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+
+
+def encode_args(index: int, args: tuple, kwargs: dict | None) -> tuple[bytes, list[memoryview]]:
+    """The arguments pickled for a worker, with their out-of-band buffers. (joblet._core
+    tries the C pickler itself first and comes here for the rest.) A failure is a
+    ``PicklingError`` that names the task."""
+    try:
+        return _dumps((args, kwargs or {}))
     except Exception as e:
         raise pickle.PicklingError(
             f"task {index}: could not pickle the task to send it to a worker process: "

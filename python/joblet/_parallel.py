@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import numbers
 import sys
@@ -15,6 +14,35 @@ from ._config import DEFAULTS, _Unset, active_backend, resolve, _backend_instanc
 from ._backends import BACKENDS, ParallelBackendBase, SequentialBackend
 
 
+class _Delayed:
+    """What ``delayed(function)`` returns: calling it captures a call. It stands for the
+    function (``__name__``, ``__qualname__``, ``__wrapped__`` and other attributes are the
+    function's) without ``functools.wraps``' copying, which was most of the cost of
+    ``delayed(f)(x)`` for tiny tasks."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self._function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple:
+        return self._function, args, kwargs
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        return self._function
+
+    @property
+    def __doc__(self) -> Optional[str]:  # type: ignore[override]
+        return getattr(self._function, "__doc__", None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._function, name)
+
+    def __repr__(self) -> str:
+        return f"delayed({self._function!r})"
+
+
 def delayed(function: Callable[..., Any]) -> Callable[..., tuple]:
     """Captures a call for ``Parallel``: ``delayed(f)(*args, **kwargs)`` is the triple
     ``(f, args, kwargs)``. Hand-made triples work the same.
@@ -22,16 +50,10 @@ def delayed(function: Callable[..., Any]) -> Callable[..., tuple]:
     >>> from joblet import delayed
     >>> delayed(pow)(2, 5)
     (<built-in function pow>, (2, 5), {})
+    >>> delayed(pow).__name__
+    'pow'
     """
-
-    def delayed_function(*args: Any, **kwargs: Any) -> tuple:
-        return function, args, kwargs
-
-    try:
-        delayed_function = functools.wraps(function)(delayed_function)
-    except AttributeError:
-        pass  # some callables have no __name__ to copy
-    return delayed_function
+    return _Delayed(function)
 
 
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

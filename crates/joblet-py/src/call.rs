@@ -117,22 +117,86 @@ fn call_here(t: Triple) -> Result<Py<PyAny>, PyErr> {
     })
 }
 
-/// Pickles the triple for a worker process (`joblet._codec.encode_task`).
-fn pickle_task(
-    py: Python<'_>,
-    codec: &Py<PyModule>,
-    cache: &Py<PyDict>,
-    index: usize,
-    t: Triple,
-) -> PyResult<joblet::Remote<(Buffer<u8>, Pickled), Pickled, TaskFailure>> {
-    let out = codec.bind(py).call_method1(
-        pyo3::intern!(py, "encode_task"),
-        (index, t.function, t.args, t.kwargs, cache.bind(py)),
-    )?;
-    let out = out.cast_into::<PyTuple>()?;
-    let function: Vec<u8> = out.get_item(0)?.extract()?;
-    let call = remote::pickled(py, &out.get_item(1)?, &out.get_item(2)?)?;
-    Ok(remote::py_task::task(Buffer::from(function), call))
+/// Pickles tasks for worker processes, with what one call can reuse from task to task.
+struct TaskPickler {
+    codec: Py<PyModule>,
+    /// `pickle.dumps`, called with `protocol=5, buffer_callback=buffers.append`.
+    dumps: Py<PyAny>,
+    dumps_kwargs: Py<PyDict>,
+    /// Receives the out-of-band buffers of one pickling; emptied after each.
+    buffers: Py<PyList>,
+    /// The pickled functions of this call, by identity: a call usually has one.
+    functions: Vec<(Py<PyAny>, Vec<u8>)>,
+}
+
+impl TaskPickler {
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let buffers = PyList::empty(py);
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("protocol", 5)?;
+        kwargs.set_item("buffer_callback", buffers.getattr("append")?)?;
+        Ok(TaskPickler {
+            codec: crate::codec(py)?.clone().unbind(),
+            dumps: py.import("pickle")?.getattr("dumps")?.unbind(),
+            dumps_kwargs: kwargs.unbind(),
+            buffers: buffers.unbind(),
+            functions: Vec::new(),
+        })
+    }
+
+    /// The task as a job for `py_task`: its function pickled once per call (cloudpickle),
+    /// its arguments with the C pickler unless the stream names `__main__` (which workers
+    /// cannot import) or the C pickler fails; then `joblet._codec` uses cloudpickle.
+    fn task(
+        &mut self,
+        py: Python<'_>,
+        index: usize,
+        t: Triple,
+    ) -> PyResult<joblet::Remote<(Buffer<u8>, Pickled), Pickled, TaskFailure>> {
+        let function = match self.functions.iter().find(|(f, _)| f.is(&t.function)) {
+            Some((_, bytes)) => bytes.clone(),
+            None => {
+                let bytes: Vec<u8> = self
+                    .codec
+                    .bind(py)
+                    .call_method1(pyo3::intern!(py, "encode_function"), (index, &t.function))?
+                    .extract()?;
+                self.functions
+                    .push((t.function.clone_ref(py), bytes.clone()));
+                bytes
+            }
+        };
+        let kwargs: Bound<'_, PyAny> = match &t.kwargs {
+            Some(k) => k.bind(py).clone().into_any(),
+            None => PyDict::new(py).into_any(),
+        };
+        let payload = PyTuple::new(py, [t.args.bind(py).clone().into_any(), kwargs.clone()])?;
+        let buffers = self.buffers.bind(py);
+        let fast = self
+            .dumps
+            .bind(py)
+            .call((payload,), Some(self.dumps_kwargs.bind(py)));
+        let call = match fast {
+            Ok(data) if !names_main(&data) => remote::pickled(py, &data, buffers),
+            _ => {
+                let out = self.codec.bind(py).call_method1(
+                    pyo3::intern!(py, "encode_args"),
+                    (index, t.args.bind(py), kwargs),
+                )?;
+                let out = out.cast_into::<PyTuple>()?;
+                remote::pickled(py, &out.get_item(0)?, &out.get_item(1)?)
+            }
+        };
+        buffers.call_method0(pyo3::intern!(py, "clear"))?;
+        Ok(remote::py_task::task(Buffer::from(function), call?))
+    }
+}
+
+/// Whether a pickle stream refers to the module `__main__`.
+fn names_main(data: &Bound<'_, PyAny>) -> bool {
+    data.cast::<pyo3::types::PyBytes>()
+        .map(|b| b.as_bytes().windows(8).any(|w| w == b"__main__"))
+        .unwrap_or(true)
 }
 
 /// The results of a `generator` or `generator_unordered` call, as a Python iterator.
@@ -215,18 +279,26 @@ impl Results {
     }
 }
 
+/// A result from a worker: `pickle.loads` straight from Rust, with its out-of-band buffers
+/// as writable `bytearray`s (arrays over them are writable and belong to the caller alone).
 fn unpickle(py: Python<'_>, p: Pickled) -> PyResult<Py<PyAny>> {
+    static LOADS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let loads = LOADS
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("pickle")?.getattr("loads")?.unbind())
+        })?
+        .bind(py);
+    let data = pyo3::types::PyBytes::new(py, &p.data);
+    if p.buffers.is_empty() {
+        return loads.call1((data,)).map(Bound::unbind);
+    }
     let buffers = PyList::empty(py);
     for b in &p.buffers {
         buffers.append(pyo3::types::PyByteArray::new(py, b))?;
     }
-    let codec = crate::codec(py)?;
-    codec
-        .call_method1(
-            pyo3::intern!(py, "decode_result"),
-            (pyo3::types::PyBytes::new(py, &p.data), buffers),
-        )
-        .map(Bound::unbind)
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(pyo3::intern!(py, "buffers"), buffers)?;
+    loads.call((data,), Some(&kwargs)).map(Bound::unbind)
 }
 
 fn backend_named(name: &str) -> PyResult<Backend> {
@@ -335,11 +407,9 @@ pub(crate) fn run(
         }
     };
     if matches!(backend, Backend::Processes) {
-        let codec: Py<PyModule> = crate::codec(py)?.clone().unbind();
-        let cache: Py<PyDict> = PyDict::new(py).unbind();
-        let jobs = std::iter::from_fn(move || {
-            pull.next_with(|py, index, t| pickle_task(py, &codec, &cache, index, t))
-        });
+        let mut pickler = TaskPickler::new(py)?;
+        let jobs =
+            std::iter::from_fn(move || pull.next_with(|py, index, t| pickler.task(py, index, t)));
         match return_as {
             "list" => {
                 let out = py.detach(|| par.try_run(jobs));

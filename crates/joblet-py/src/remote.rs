@@ -98,5 +98,9 @@ fn bytes_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }
+    // A PickleBuffer shows its object's item type (float64, ...): its raw() view is bytes.
+    if let Ok(raw) = obj.call_method0(pyo3::intern!(py, "raw")) {
+        return PyBuffer::<u8>::get(&raw)?.to_vec(py);
+    }
     PyBuffer::<u8>::get(obj)?.to_vec(py)
 }
