@@ -61,10 +61,19 @@ def _backend_instance(backend: Any, nesting_level: Optional[int], **params: Any)
         try:
             factory = BACKENDS[backend]
         except KeyError:
+            if backend == "dask":
+                raise ValueError(
+                    "joblet's dask backend is not available: Please install dask and "
+                    "distributed to use backend='dask'"
+                ) from None
             raise ValueError(
                 f"Invalid backend: {backend}, expected one of {sorted(BACKENDS)}"
             ) from None
         instance = factory(**params) if params else factory()
+    elif hasattr(backend, "Pool") and hasattr(backend, "Lock"):
+        # A multiprocessing context (joblib's way to pick a start method): joblet's workers
+        # are always fresh interpreters, so any context means its process pool.
+        instance = BACKENDS["multiprocessing"]()
     else:
         instance = backend
     if getattr(instance, "nesting_level", None) is None:

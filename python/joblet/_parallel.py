@@ -154,7 +154,7 @@ class Parallel:
         elif isinstance(backend, ParallelBackendBase):
             if backend.nesting_level is None:
                 backend.nesting_level = level
-        elif isinstance(backend, str):
+        elif isinstance(backend, str) or (hasattr(backend, "Pool") and hasattr(backend, "Lock")):
             backend = _backend_instance(backend, level, **backend_kwargs)
         else:
             raise ValueError(
