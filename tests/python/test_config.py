@@ -206,3 +206,17 @@ def test_nested_parallel_inside_threads():
         for middle_pid, middle_ident, leaves in middles:
             assert middle_pid == os.getpid()
             assert all(leaf == (middle_pid, middle_ident) for leaf in leaves)
+
+
+def test_a_multiprocessing_context_as_backend_runs_on_worker_processes():
+    import multiprocessing as mp
+
+    pids = Parallel(n_jobs=2, backend=mp.get_context("spawn"))(
+        delayed(os.getpid)() for _ in range(4)
+    )
+    assert os.getpid() not in pids
+
+
+def test_dask_without_dask_says_to_install_it():
+    with pytest.raises(ValueError, match="Please install dask"):
+        parallel_config("dask")
