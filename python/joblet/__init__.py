@@ -23,7 +23,7 @@ def _at_exit() -> None:
     # interpreter while it is torn down.
     from . import _core
 
-    _core.shutdown(2.0)
+    _core.shutdown()
 
 
 import atexit as _atexit  # noqa: E402

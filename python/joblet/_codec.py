@@ -91,11 +91,42 @@ def _function(blob: bytes) -> Callable[..., Any]:
     return f
 
 
-def _rebuild(cls: type, args: tuple, state: dict) -> BaseException:
-    # Without calling __init__: exceptions whose __init__ takes other arguments than their
-    # `args` come back too.
-    e = cls.__new__(cls)
-    e.args = args
+def _pickle_exception(e: BaseException) -> bytes | None:
+    """The exception pickled twice over: whole (its own reduction, which keeps C-level
+    fields such as ``errno`` or ``StopIteration.value``), and as its class, ``args`` and
+    ``__dict__``, for exceptions whose own reduction cannot be undone (an ``__init__`` that
+    takes other arguments than ``args``)."""
+    try:
+        whole = cloudpickle.dumps(e)
+    except Exception:
+        whole = None
+    try:
+        parts = cloudpickle.dumps((type(e), e.args, dict(getattr(e, "__dict__", {}))))
+    except Exception:
+        parts = None
+    if whole is None and parts is None:
+        return None
+    return pickle.dumps((whole, parts))
+
+
+def _unpickle_exception(blob: bytes) -> BaseException | None:
+    whole, parts = pickle.loads(blob)
+    if whole is not None:
+        try:
+            e = pickle.loads(whole)
+            if isinstance(e, BaseException):
+                return e
+        except Exception:
+            pass
+    if parts is None:
+        return None
+    cls, args, state = pickle.loads(parts)
+    try:
+        e = cls(*args)
+    except Exception:
+        # Its __init__ wants something else: build it without, then restore its state.
+        e = cls.__new__(cls)
+        e.args = args
     e.__dict__.update(state)
     return e
 
@@ -111,11 +142,7 @@ def run_task(function: bytes, data: bytes, buffers: list) -> tuple:
         return (True, out[0], out[1])
     except BaseException as e:  # the task's failure, whatever it is, goes to the caller
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        try:
-            blob = cloudpickle.dumps((type(e), e.args, dict(getattr(e, "__dict__", {}))))
-        except Exception:
-            blob = None
-        return (False, blob, f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb)
+        return (False, _pickle_exception(e), f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb)
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -132,8 +159,7 @@ def rebuild_exception(
     exc: BaseException | None = None
     if blob is not None:
         try:
-            cls, args, state = pickle.loads(blob)
-            exc = _rebuild(cls, args, state)
+            exc = _unpickle_exception(blob)
         except Exception:
             exc = None
     if exc is None:

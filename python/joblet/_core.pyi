@@ -28,8 +28,9 @@ def run(
     (``"sequential"``, ``"threads"`` or ``"processes"``) with ``n_jobs`` workers; returns a
     list, or a ``Results`` iterator for the generator modes."""
 
-def shutdown(wait_seconds: float) -> None:
-    """At interpreter exit: keeps engine threads out of Python from now on."""
+def shutdown() -> None:
+    """At interpreter exit: keeps engine threads out of Python from now on, and waits for
+    those inside to leave."""
 
 def worker_main() -> Optional[int]:
     """Serves tasks in a worker process; the exit code, or None outside a worker."""

@@ -54,7 +54,7 @@ def test_ctrl_c_stops_the_call_and_the_next_call_works(backend):
     script = f"""
         import os, signal, threading, time, joblet
         def slow(x):
-            time.sleep(30)
+            time.sleep(4)
             return x
         t0 = time.perf_counter()
         threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
@@ -68,9 +68,9 @@ def test_ctrl_c_stops_the_call_and_the_next_call_works(backend):
     lines = out.stdout.split("\n")
     assert out.returncode == 0, out.stderr[-2000:]
     assert lines[0].startswith("interrupted"), out.stdout
-    # Stopped at once, not after the 30 s tasks (threads cannot be killed: the call returns
-    # and leaves them, as joblib does).
-    assert float(lines[0].split()[1]) < 5
+    # Stopped at once, not after the 4 s tasks (threads cannot be killed: the call returns
+    # and leaves them, as joblib does; the interpreter's exit then waits for them).
+    assert float(lines[0].split()[1]) < 3
     assert lines[1] == "[0, 1, 2, 3]"
 
 

@@ -58,7 +58,14 @@ impl Pull {
                 }
             }
         })
-        .flatten() // the interpreter is exiting: the input ends here
+        .unwrap_or_else(|| {
+            // The interpreter is exiting: the call fails rather than end short and quietly.
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(pyo3::exceptions::PyRuntimeError::new_err(
+                    "the Python interpreter is exiting: the rest of the input was not read",
+                ));
+            None
+        })
     }
 }
 
@@ -172,6 +179,8 @@ impl TaskPickler {
         };
         let payload = PyTuple::new(py, [t.args.bind(py).clone().into_any(), kwargs.clone()])?;
         let buffers = self.buffers.bind(py);
+        // Emptied first, so that an earlier task's failure half-way can leave nothing here.
+        buffers.call_method0(pyo3::intern!(py, "clear"))?;
         let fast = self
             .dumps
             .bind(py)
@@ -272,10 +281,19 @@ impl Results {
         };
         if result.is_err() {
             // The call is over: drop the stream, which stops its workers.
-            let stream = py.detach(|| self.stream.lock().unwrap_or_else(|e| e.into_inner()).take());
-            py.detach(move || drop(stream));
+            self.close(py);
         }
-        result.map(Some)
+        result.map(Some).map_err(|e| {
+            // A task's StopIteration would read as the end of the results (PEP 479's case).
+            if e.is_instance_of::<pyo3::exceptions::PyStopIteration>(py) {
+                let wrapped =
+                    pyo3::exceptions::PyRuntimeError::new_err("a task raised StopIteration");
+                wrapped.set_cause(py, Some(e));
+                wrapped
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -337,6 +355,11 @@ pub(crate) fn run(
     nested_levels: usize,
 ) -> PyResult<Py<PyAny>> {
     let backend = backend_named(backend)?;
+    if !crate::is_open() {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "joblet cannot start a parallel call: the Python interpreter is exiting",
+        ));
+    }
     let mut par = Parallel::new()
         .n_jobs(n_jobs)
         .backend(backend)

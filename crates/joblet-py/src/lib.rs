@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Whether engine threads may still enter Python: closed by [`shutdown`] when the
 /// interpreter exits, so that no thread calls into an interpreter being torn down.
@@ -35,29 +35,70 @@ static INSIDE: AtomicUsize = AtomicUsize::new(0);
 /// take and drop the GIL.
 pub(crate) fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> Option<R> {
     thread_local! {
-        static KEPT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        static KEPT: std::cell::RefCell<Option<Option<KeptState>>> =
+            const { std::cell::RefCell::new(None) };
     }
     INSIDE.fetch_add(1, Ordering::SeqCst);
     let _leave = Leave;
     // Checked after announcing ourselves: `shutdown` closes, then waits for INSIDE to drain.
-    // SAFETY: Py_IsInitialized may be called at any time.
-    if !OPEN.load(Ordering::SeqCst) || unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+    if !is_open() {
         return None;
     }
-    if !KEPT.with(|k| k.replace(true)) {
-        // SAFETY: the interpreter is initialized (checked above). If this thread holds the
-        // GIL already, Ensure only raises its count; otherwise Ensure takes the GIL with a
-        // new thread state and SaveThread gives the GIL back, keeping that state.
-        unsafe {
-            if pyo3::ffi::PyGILState_Check() == 0 {
-                pyo3::ffi::PyGILState_Ensure();
-                pyo3::ffi::PyEval_SaveThread();
-            } else {
-                pyo3::ffi::PyGILState_Ensure();
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.is_none() {
+            // Only threads without a Python thread state need one kept: a thread Python
+            // started (the caller's, a `threading` thread) has its own, which Python
+            // deletes when that thread ends.
+            // SAFETY: the interpreter is initialized (checked above). With no thread state,
+            // this thread cannot hold the GIL: Ensure takes it with a new state, and
+            // SaveThread gives the GIL back, keeping the state (count 1).
+            unsafe {
+                if pyo3::ffi::PyGILState_GetThisThreadState().is_null() {
+                    pyo3::ffi::PyGILState_Ensure();
+                    pyo3::ffi::PyEval_SaveThread();
+                    *k = Some(Some(KeptState));
+                } else {
+                    *k = Some(None);
+                }
             }
         }
-    }
+    });
     Some(Python::attach(f))
+}
+
+/// Whether Python may be entered from an engine thread.
+pub(crate) fn is_open() -> bool {
+    // SAFETY: Py_IsInitialized may be called at any time.
+    OPEN.load(Ordering::SeqCst) && unsafe { pyo3::ffi::Py_IsInitialized() } != 0
+}
+
+/// The extra `PyGILState_Ensure` a thread took in [`with_gil`], given back when the thread
+/// exits, so that CPython deletes its thread state (and what tasks stored in
+/// `threading.local`) instead of keeping it until the interpreter ends.
+struct KeptState;
+
+impl Drop for KeptState {
+    fn drop(&mut self) {
+        if !is_open() {
+            return;
+        }
+        INSIDE.fetch_add(1, Ordering::SeqCst);
+        let _leave = Leave;
+        if !is_open() {
+            return;
+        }
+        // SAFETY: this engine thread holds the one kept Ensure of the thread state it made
+        // (count 1), and not the GIL (engine threads exit outside `with_gil`). Ensure takes
+        // the GIL (count 2); releasing "locked" keeps the GIL (count 1); releasing the
+        // original "unlocked" brings the count to 0, which clears and deletes the thread
+        // state and drops the GIL.
+        unsafe {
+            let state = pyo3::ffi::PyGILState_Ensure();
+            pyo3::ffi::PyGILState_Release(pyo3::ffi::PyGILState_STATE::PyGILState_LOCKED);
+            pyo3::ffi::PyGILState_Release(state);
+        }
+    }
 }
 
 struct Leave;
@@ -68,15 +109,16 @@ impl Drop for Leave {
     }
 }
 
-/// Called at interpreter exit (`atexit`): stops engine threads from entering Python and
-/// waits, without the GIL, up to `wait_seconds` for those inside to leave. Calls still
-/// running see their input end and their tasks fail; worker processes are ended by the pool.
+/// Called at interpreter exit (`atexit`): stops engine threads from entering Python, then
+/// waits, without the GIL, for those inside to leave: like Python's own non-daemon threads,
+/// a task still running on a thread holds the exit until it returns (its call has already
+/// been stopped, so nothing new starts). Letting the interpreter finalize under a thread
+/// with Rust frames on its stack would abort the process.
 #[pyfunction]
-fn shutdown(py: Python<'_>, wait_seconds: f64) {
+fn shutdown(py: Python<'_>) {
     OPEN.store(false, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs_f64(wait_seconds.max(0.0));
     py.detach(|| {
-        while INSIDE.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while INSIDE.load(Ordering::SeqCst) > 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
     });

@@ -337,6 +337,9 @@ pub(crate) struct Call<T, E> {
     source: Source<T, E>,
     timeout: Option<Duration>,
     interrupt: Option<InterruptCheck>,
+    /// When the interrupt check last ran: it runs every period even while messages keep
+    /// arriving.
+    last_check: Instant,
     reporter: Reporter,
     finished: bool,
 }
@@ -390,6 +393,7 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
             source: Source::Workers { rx, threads },
             timeout,
             interrupt: None,
+            last_check: Instant::now(),
             reporter,
             finished: false,
         }
@@ -435,6 +439,7 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
             },
             timeout,
             interrupt: None,
+            last_check: Instant::now(),
             reporter,
             finished: false,
         }
@@ -472,6 +477,14 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                     return rx.recv().ok();
                 }
                 loop {
+                    if let Some(check) = &self.interrupt {
+                        if self.last_check.elapsed() >= INTERRUPT_PERIOD {
+                            self.last_check = Instant::now();
+                            if check() {
+                                return Some(Msg::Interrupted);
+                            }
+                        }
+                    }
                     let mut wait = match self.timeout {
                         Some(timeout) => match self.control.overdue(timeout) {
                             // A millisecond of slack so that a wake-up lands after the deadline.
@@ -487,9 +500,6 @@ impl<T: Send + 'static, E: Send + 'static> Call<T, E> {
                         Ok(msg) => return Some(msg),
                         Err(RecvTimeoutError::Disconnected) => return None,
                         Err(RecvTimeoutError::Timeout) => {}
-                    }
-                    if self.interrupt.as_ref().is_some_and(|check| check()) {
-                        return Some(Msg::Interrupted);
                     }
                 }
             }
