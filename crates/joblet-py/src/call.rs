@@ -132,7 +132,7 @@ struct TaskPickler {
     dumps_kwargs: Py<PyDict>,
     /// Receives the out-of-band buffers of one pickling; emptied after each.
     buffers: Py<PyList>,
-    /// The pickled functions of this call, by identity: a call usually has one.
+    /// The last few functions of this call pickled, by identity: a call usually has one.
     functions: Vec<(Py<PyAny>, Vec<u8>)>,
 }
 
@@ -168,6 +168,11 @@ impl TaskPickler {
                     .bind(py)
                     .call_method1(pyo3::intern!(py, "encode_function"), (index, &t.function))?
                     .extract()?;
+                // A few at most: a task list that makes a new callable per task (bound
+                // methods, partials) must not grow this, nor keep those callables alive.
+                if self.functions.len() >= 8 {
+                    self.functions.remove(0);
+                }
                 self.functions
                     .push((t.function.clone_ref(py), bytes.clone()));
                 bytes
