@@ -22,7 +22,8 @@ from ._errors import RemoteTraceback, WorkerTaskError
 _OUT_OF_BAND_MIN = 64 * 1024
 
 
-def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
+def _out_of_band() -> tuple[list[memoryview], Callable[[pickle.PickleBuffer], bool]]:
+    """A list for out-of-band buffers and the ``buffer_callback`` that fills it."""
     buffers: list[memoryview] = []
 
     def keep(buf: pickle.PickleBuffer) -> bool:
@@ -32,20 +33,29 @@ def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
         buffers.append(raw)
         return False
 
+    return buffers, keep
+
+
+def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
     # The C pickler first: 6x cheaper per call than cloudpickle for plain data. It pickles
     # functions and classes by reference, which a worker can resolve unless they live in
     # `__main__` (workers never import the caller's): a stream that names `__main__` is
     # redone with cloudpickle, which sends such objects by value. What the C pickler cannot
-    # pickle at all (lambdas, closures) goes to cloudpickle too.
+    # pickle at all (lambdas, closures) goes to cloudpickle too. (joblet._core does the same
+    # for arguments, in Rust, and calls `encode_args` for the cloudpickle part.)
+    buffers, keep = _out_of_band()
     try:
         data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
         if b"__main__" not in data:
             return data, buffers
     except Exception:
         pass
-    buffers.clear()
-    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep)
-    return data, buffers
+    return _cloud_dumps(obj)
+
+
+def _cloud_dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
+    buffers, keep = _out_of_band()
+    return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep), buffers
 
 
 def encode_function(index: int, function: Callable[..., Any]) -> bytes:
@@ -61,20 +71,16 @@ def encode_function(index: int, function: Callable[..., Any]) -> bytes:
 
 
 def encode_args(index: int, args: tuple, kwargs: dict | None) -> tuple[bytes, list[memoryview]]:
-    """The arguments pickled for a worker, with their out-of-band buffers. (joblet._core
-    tries the C pickler itself first and comes here for the rest.) A failure is a
-    ``PicklingError`` that names the task."""
+    """The arguments pickled by cloudpickle for a worker, with their out-of-band buffers:
+    joblet._core has tried the C pickler already and comes here when it failed or named
+    ``__main__``. A failure is a ``PicklingError`` that names the task."""
     try:
-        return _dumps((args, kwargs or {}))
+        return _cloud_dumps((args, kwargs or {}))
     except Exception as e:
         raise pickle.PicklingError(
             f"task {index}: could not pickle the task to send it to a worker process: "
             f"{type(e).__name__}: {e}"
         ) from e
-
-
-def decode_result(data: bytes, buffers: list) -> Any:
-    return pickle.loads(data, buffers=buffers)
 
 
 # Worker side ----------------------------------------------------------------------------

@@ -268,17 +268,7 @@ impl Results {
             item
         });
         let result = match item {
-            None => {
-                return match self
-                    .failure
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take()
-                {
-                    Some(e) => Err(e),
-                    None => Ok(None),
-                }
-            }
+            None => return raise_stored(&self.failure).map(|()| None),
             Some(Item::Here(r)) => r.map_err(|e| engine_error(py, e, errors::raw, &self.failure)),
             Some(Item::Workers(r)) => r
                 .map_err(|e| engine_error(py, e, errors::from_worker, &self.failure))
@@ -427,13 +417,6 @@ pub(crate) fn run(
         failure: failure.clone(),
         index: 0,
     };
-    let raise_input = |py: Python<'_>| -> PyResult<()> {
-        let _ = py;
-        match failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    };
     if matches!(backend, Backend::Processes) {
         let mut pickler = TaskPickler::new(py)?;
         let jobs =
@@ -442,7 +425,7 @@ pub(crate) fn run(
             "list" => {
                 let out = py.detach(|| par.try_run(jobs));
                 let values = out.map_err(|e| engine_error(py, e, errors::from_worker, &failure))?;
-                raise_input(py)?;
+                raise_stored(&failure)?;
                 let list = PyList::empty(py);
                 for v in values {
                     list.append(unpickle(py, v)?)?;
@@ -463,7 +446,7 @@ pub(crate) fn run(
             "list" => {
                 let out = py.detach(|| par.try_run(jobs));
                 let values = out.map_err(|e| engine_error(py, e, errors::raw, &failure))?;
-                raise_input(py)?;
+                raise_stored(&failure)?;
                 Ok(PyList::new(py, values)?.into_any().unbind())
             }
             "generator" => stream(py, &par, failure.clone(), |p| {
@@ -491,6 +474,14 @@ fn engine_error<E>(
         }
     }
     errors::from_engine(py, e, task)
+}
+
+/// Raises what stopped the input (or interrupted the call), if anything did.
+fn raise_stored(failure: &InputFailure) -> PyResult<()> {
+    match failure.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn bad_return_as(other: &str) -> PyErr {

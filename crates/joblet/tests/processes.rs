@@ -358,17 +358,8 @@ fn program(name: &str, env: &[(&str, &str)], unset: &[&str]) -> Ended {
 
 /// Polls `cond` until it holds or `max` has passed; whether it held. Only for states that no
 /// event announces: a process gone from /proc, a file another process writes.
-fn wait_until(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + max;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
+fn wait_until(max: Duration, cond: impl FnMut() -> bool) -> bool {
+    common::poll_until(max, Duration::from_millis(5), cond)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -71,7 +71,13 @@ pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'stat
 
 /// Polls `cond` until it holds or `max` has passed; returns whether it held. For conditions
 /// that other threads make true (no ordering is created by the polling).
-pub fn wait_until(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_until(max: Duration, cond: impl FnMut() -> bool) -> bool {
+    poll_until(max, Duration::from_micros(100), cond)
+}
+
+/// [`wait_until`], looking every `step`: a coarser step for conditions that cost a system
+/// call to look at (a process gone from /proc, a file another process writes).
+pub fn poll_until(max: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + max;
     loop {
         if cond() {
@@ -80,7 +86,7 @@ pub fn wait_until(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        thread::sleep(Duration::from_micros(100));
+        thread::sleep(step);
     }
 }
 
