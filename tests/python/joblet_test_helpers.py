@@ -183,10 +183,11 @@ def make_array(n, value):
 
 
 def scribble(a):
-    """Writes into the array it received; returns whether it could and the new sum."""
-    writeable = bool(a.flags.writeable)
+    """Writes into the array it received; returns whether it could, whether the array was
+    aligned for its type, and the new sum."""
+    writeable, aligned = bool(a.flags.writeable), bool(a.flags.aligned)
     a[:] = -1.0
-    return writeable, float(a.sum()), os.getpid()
+    return writeable, aligned, float(a.sum()), os.getpid()
 
 
 # Nesting -----------------------------------------------------------------------------------

@@ -317,6 +317,7 @@ def test_big_results():
     for i, a in enumerate(out):
         assert a.nbytes == 8 * BIG
         assert a.dtype == np.float64
+        assert a.flags.aligned and a.flags.writeable
         assert np.all(a == float(i))
     # Results are the caller's own arrays: writable.
     out[0][:] = 5.0
@@ -328,8 +329,8 @@ def test_received_arrays_are_writable_and_private(size):
     original = np.arange(size, dtype=np.float64)
     keep = original.copy()
     out = Parallel(n_jobs=N_JOBS)(delayed(h.scribble)(original) for _ in range(3))
-    for writeable, total, pid in out:
-        assert writeable
+    for writeable, aligned, total, pid in out:
+        assert writeable and aligned
         assert total == -1.0 * size
         assert pid != os.getpid()
     np.testing.assert_array_equal(original, keep)

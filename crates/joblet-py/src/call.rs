@@ -293,7 +293,7 @@ impl Results {
 }
 
 /// A result from a worker: `pickle.loads` straight from Rust, with its out-of-band buffers
-/// as writable `bytearray`s (arrays over them are writable and belong to the caller alone).
+/// lent in place (arrays over them are writable and belong to the caller alone).
 fn unpickle(py: Python<'_>, p: Pickled) -> PyResult<Py<PyAny>> {
     static LOADS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
     let loads = LOADS
@@ -306,8 +306,8 @@ fn unpickle(py: Python<'_>, p: Pickled) -> PyResult<Py<PyAny>> {
         return loads.call1((data,)).map(Bound::unbind);
     }
     let buffers = PyList::empty(py);
-    for b in &p.buffers {
-        buffers.append(pyo3::types::PyByteArray::new(py, b))?;
+    for b in p.buffers {
+        buffers.append(b.into_python(py)?)?;
     }
     let kwargs = PyDict::new(py);
     kwargs.set_item(pyo3::intern!(py, "buffers"), buffers)?;

@@ -182,5 +182,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(set_worker_idle_timeout, m)?)?;
     m.add_class::<call::Results>()?;
+    m.add_class::<remote::ReceivedBuffer>()?;
     Ok(())
 }

@@ -88,14 +88,19 @@ impl<T: bytemuck::Pod> Visitor<'_> for BytesVisitor<T> {
         if !bytes.len().is_multiple_of(size) {
             return Err(E::invalid_length(bytes.len(), &self));
         }
-        // The received bytes may sit at any alignment (inside a frame): read them into an
-        // aligned vector rather than cast in place, without zeroing it first.
-        let mut values = Vec::with_capacity(bytes.len() / size);
-        values.extend(
-            bytes
-                .chunks_exact(size)
-                .map(bytemuck::pod_read_unaligned::<T>),
-        );
+        // The received bytes may sit at any alignment (inside a frame): copy them into an
+        // aligned vector in one memcpy, without zeroing it first.
+        let count = bytes.len() / size;
+        // Zero for a zero-sized `T`, whose vector has no memory to copy into.
+        let nbytes = count * std::mem::size_of::<T>();
+        let mut values: Vec<T> = Vec::with_capacity(count);
+        // SAFETY: `values` has room for `count` elements, that is `nbytes` bytes; the
+        // regions cannot overlap (one is freshly allocated); any bytes are a valid `T`
+        // (`Pod`), so the first `count` elements are initialized by the copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), values.as_mut_ptr().cast::<u8>(), nbytes);
+            values.set_len(count);
+        }
         Ok(Buffer(values))
     }
 }
