@@ -1,16 +1,17 @@
-"""How a task crosses to a worker process and its outcome back.
+"""The Python half of how a task crosses to a worker process and its outcome back.
 
-Functions are pickled with cloudpickle (lambdas, closures and ``__main__`` functions travel by
-value), once per distinct function per call in the caller, and unpickled once per distinct
-pickle in each worker. Arguments and results use pickle protocol 5: buffers of arrays and
-anything else with the buffer protocol travel out of band, as raw blocks next to the pickle
-stream, never through it.
+joblet._core pickles arguments and results itself, with the C pickler (protocol 5: buffers
+of arrays and anything else with the buffer protocol travel out of band, as raw blocks next
+to the pickle stream, never through it), and runs the task in the worker. It comes here for
+what needs cloudpickle: functions (lambdas, closures and ``__main__`` functions travel by
+value; pickled once per distinct function per call, unpickled once per distinct pickle in
+each worker), objects the C pickler cannot pickle or pickles by a reference to ``__main__``;
+and for exceptions: a task's described in the worker, rebuilt in the caller.
 """
 
 from __future__ import annotations
 
 import pickle
-import sys
 import traceback
 from typing import Any, Callable
 
@@ -18,44 +19,12 @@ import cloudpickle
 
 from ._errors import RemoteTraceback, WorkerTaskError
 
-# Below this size, a buffer stays inside the pickle stream (one block is cheaper than two).
-_OUT_OF_BAND_MIN = 64 * 1024
-
-
-def _out_of_band() -> tuple[list[memoryview], Callable[[pickle.PickleBuffer], bool]]:
-    """A list for out-of-band buffers and the ``buffer_callback`` that fills it."""
-    buffers: list[memoryview] = []
-
-    def keep(buf: pickle.PickleBuffer) -> bool:
-        raw = buf.raw()
-        if raw.nbytes < _OUT_OF_BAND_MIN:
-            return True  # in band
-        buffers.append(raw)
-        return False
-
-    return buffers, keep
-
-
-def _dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
-    # The C pickler first: 6x cheaper per call than cloudpickle for plain data. It pickles
-    # functions and classes by reference, which a worker can resolve unless they live in
-    # `__main__` (workers never import the caller's): a stream that names `__main__` is
-    # redone with cloudpickle, which sends such objects by value. What the C pickler cannot
-    # pickle at all (lambdas, closures) goes to cloudpickle too. (joblet._core does the same
-    # for arguments, in Rust, and calls `encode_args` for the cloudpickle part.)
-    buffers, keep = _out_of_band()
-    try:
-        data = pickle.dumps(obj, protocol=5, buffer_callback=keep)
-        if b"__main__" not in data:
-            return data, buffers
-    except Exception:
-        pass
-    return _cloud_dumps(obj)
-
-
-def _cloud_dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
-    buffers, keep = _out_of_band()
-    return cloudpickle.dumps(obj, protocol=5, buffer_callback=keep), buffers
+def cloud_dumps(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """``obj`` pickled by cloudpickle (protocol 5), with its out-of-band buffers: what the C
+    pickler (which joblet._core tries first, in Rust) could not do, or did by a reference to
+    ``__main__`` that the other process cannot resolve."""
+    buffers: list[pickle.PickleBuffer] = []
+    return cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append), buffers
 
 
 def encode_function(index: int, function: Callable[..., Any]) -> bytes:
@@ -75,7 +44,7 @@ def encode_args(index: int, args: tuple, kwargs: dict | None) -> tuple[bytes, li
     joblet._core has tried the C pickler already and comes here when it failed or named
     ``__main__``. A failure is a ``PicklingError`` that names the task."""
     try:
-        return _cloud_dumps((args, kwargs or {}))
+        return cloud_dumps((args, kwargs or {}))
     except Exception as e:
         raise pickle.PicklingError(
             f"task {index}: could not pickle the task to send it to a worker process: "
@@ -84,17 +53,6 @@ def encode_args(index: int, args: tuple, kwargs: dict | None) -> tuple[bytes, li
 
 
 # Worker side ----------------------------------------------------------------------------
-
-_functions: dict[bytes, Callable[..., Any]] = {}
-
-
-def _function(blob: bytes) -> Callable[..., Any]:
-    f = _functions.get(blob)
-    if f is None:
-        if len(_functions) > 256:
-            _functions.clear()
-        f = _functions[blob] = pickle.loads(blob)
-    return f
 
 
 def _pickle_exception(e: BaseException) -> bytes | None:
@@ -137,24 +95,11 @@ def _unpickle_exception(blob: bytes) -> BaseException | None:
     return e
 
 
-def run_task(function: bytes, data: bytes, buffers: list) -> tuple:
-    """Runs a pickled task in a worker: ``(True, data, buffers)`` with the pickled result,
-    or ``(False, exception_pickle | None, type_name, message, traceback_text)``."""
-    try:
-        f = _function(function)
-        args, kwargs = pickle.loads(data, buffers=buffers)
-        result = f(*args, **kwargs)
-        out = _dumps(result)
-        return (True, out[0], out[1])
-    except BaseException as e:  # the task's failure, whatever it is, goes to the caller
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        return (False, _pickle_exception(e), f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb)
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+def task_failure(e: BaseException) -> tuple[bytes | None, str, str, str]:
+    """A task's exception, for the caller: pickled when possible (``None`` otherwise), its
+    type's name, its message and its formatted traceback."""
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    return _pickle_exception(e), f"{type(e).__module__}.{type(e).__qualname__}", str(e), tb
 
 
 def rebuild_exception(

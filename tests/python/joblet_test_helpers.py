@@ -8,6 +8,7 @@ fail a test, not end the test session.
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 import threading
@@ -209,3 +210,20 @@ def nested_outer():
 
     middles = Parallel(n_jobs=2)(delayed(nested_middle)() for _ in range(3))
     return os.getpid(), threading.get_ident(), middles
+
+
+# Exact round trips -------------------------------------------------------------------------
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+    GREEN = 2
+
+
+class Name(str):
+    """A str subclass: must come back as itself, not as a plain str."""
+
+
+def describe(*args, **kwargs):
+    """What the worker received, types included, and the same values back as the result."""
+    return [type(a).__name__ for a in args], sorted(kwargs), (args, kwargs)

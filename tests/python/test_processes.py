@@ -359,3 +359,34 @@ def test_tasks_run_in_other_processes(backend):
 def test_n_jobs_1_runs_in_the_caller():
     pids = Parallel(n_jobs=1)(delayed(h.getpid)(i) for i in range(3))
     assert pids == [os.getpid()] * 3
+
+
+# Exact round trips -------------------------------------------------------------------------
+
+ROUND_TRIP_CASES = [
+    (1, -2**70, 1.5, float("inf"), 2j, True, None, "é\ud800", b"\x00\xff"),  # plain
+    ((1, [2, {3: "x", "k": (None,)}]),),  # plain, nested
+    (h.Colour.GREEN, h.Name("n"), np.float64(2.5), np.int32(3)),  # subclasses, numpy scalars
+    ([1, 2, h.Colour.RED],),  # plain container around a subclass
+    (list(range(5000)),),  # larger than the plain-data walk looks at
+]
+
+
+@pytest.mark.parametrize("args", ROUND_TRIP_CASES, ids=range(len(ROUND_TRIP_CASES)))
+def test_arguments_and_results_keep_their_exact_types(args):
+    kwargs = {"key": args[0]}
+    [(names, keys, back)] = Parallel(n_jobs=N_JOBS)(delayed(h.describe)(*args, **kwargs) for _ in range(1))
+    assert names == [type(a).__name__ for a in args]
+    assert keys == ["key"]
+    got_args, got_kwargs = back
+    assert [type(a) for a in got_args] == [type(a) for a in args]
+    assert type(got_kwargs["key"]) is type(args[0])
+    # nan-free cases: compare by value as well as by type
+    assert got_args == args and got_kwargs == kwargs
+
+
+def test_shared_references_stay_shared():
+    inner = [1, 2]
+    [(_, _, ((outer,), _))] = Parallel(n_jobs=N_JOBS)(delayed(h.describe)([inner, inner]) for _ in range(1))
+    assert outer == [[1, 2], [1, 2]]
+    assert outer[0] is outer[1]

@@ -2,7 +2,8 @@
 //! the engine, the results handed back as a list or as a Python iterator.
 
 use crate::errors;
-use crate::remote::{self, Pickled, TaskFailure};
+use crate::pickling::{self, Pickled, Pickler};
+use crate::remote::{self, TaskFailure};
 use joblet::{Backend, Buffer, Error, Ordered, Parallel, PreDispatch, Progress, Unordered};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -126,27 +127,15 @@ fn call_here(t: Triple) -> Result<Py<PyAny>, PyErr> {
 
 /// Pickles tasks for worker processes, with what one call can reuse from task to task.
 struct TaskPickler {
-    codec: Py<PyModule>,
-    /// `pickle.dumps`, called with `protocol=5, buffer_callback=buffers.append`.
-    dumps: Py<PyAny>,
-    dumps_kwargs: Py<PyDict>,
-    /// Receives the out-of-band buffers of one pickling; emptied after each.
-    buffers: Py<PyList>,
+    pickler: Pickler,
     /// The last few functions of this call pickled, by identity: a call usually has one.
     functions: Vec<(Py<PyAny>, Vec<u8>)>,
 }
 
 impl TaskPickler {
     fn new(py: Python<'_>) -> PyResult<Self> {
-        let buffers = PyList::empty(py);
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("protocol", 5)?;
-        kwargs.set_item("buffer_callback", buffers.getattr("append")?)?;
         Ok(TaskPickler {
-            codec: crate::codec(py)?.clone().unbind(),
-            dumps: py.import("pickle")?.getattr("dumps")?.unbind(),
-            dumps_kwargs: kwargs.unbind(),
-            buffers: buffers.unbind(),
+            pickler: Pickler::new(py)?,
             functions: Vec::new(),
         })
     }
@@ -163,9 +152,7 @@ impl TaskPickler {
         let function = match self.functions.iter().find(|(f, _)| f.is(&t.function)) {
             Some((_, bytes)) => bytes.clone(),
             None => {
-                let bytes: Vec<u8> = self
-                    .codec
-                    .bind(py)
+                let bytes: Vec<u8> = crate::codec(py)?
                     .call_method1(pyo3::intern!(py, "encode_function"), (index, &t.function))?
                     .extract()?;
                 // A few at most: a task list that makes a new callable per task (bound
@@ -183,34 +170,20 @@ impl TaskPickler {
             None => PyDict::new(py).into_any(),
         };
         let payload = PyTuple::new(py, [t.args.bind(py).clone().into_any(), kwargs.clone()])?;
-        let buffers = self.buffers.bind(py);
-        // Emptied first, so that an earlier task's failure half-way can leave nothing here.
-        buffers.call_method0(pyo3::intern!(py, "clear"))?;
-        let fast = self
-            .dumps
-            .bind(py)
-            .call((payload,), Some(self.dumps_kwargs.bind(py)));
-        let call = match fast {
-            Ok(data) if !names_main(&data) => remote::pickled(py, &data, buffers),
-            _ => {
-                let out = self.codec.bind(py).call_method1(
-                    pyo3::intern!(py, "encode_args"),
-                    (index, t.args.bind(py), kwargs),
-                )?;
-                let out = out.cast_into::<PyTuple>()?;
-                remote::pickled(py, &out.get_item(0)?, &out.get_item(1)?)
+        let call = match self.pickler.dump(py, payload.as_any())? {
+            Some(call) => call,
+            None => {
+                let out = crate::codec(py)?
+                    .call_method1(
+                        pyo3::intern!(py, "encode_args"),
+                        (index, t.args.bind(py), kwargs),
+                    )?
+                    .cast_into::<PyTuple>()?;
+                pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?)?
             }
         };
-        buffers.call_method0(pyo3::intern!(py, "clear"))?;
-        Ok(remote::py_task::task(Buffer::from(function), call?))
+        Ok(remote::py_task::task(Buffer::from(function), call))
     }
-}
-
-/// Whether a pickle stream refers to the module `__main__`.
-fn names_main(data: &Bound<'_, PyAny>) -> bool {
-    data.cast::<pyo3::types::PyBytes>()
-        .map(|b| b.as_bytes().windows(8).any(|w| w == b"__main__"))
-        .unwrap_or(true)
 }
 
 /// The results of a `generator` or `generator_unordered` call, as a Python iterator.
@@ -292,26 +265,9 @@ impl Results {
     }
 }
 
-/// A result from a worker: `pickle.loads` straight from Rust, with its out-of-band buffers
-/// lent in place (arrays over them are writable and belong to the caller alone).
+/// A result from a worker, unpickled straight from Rust.
 fn unpickle(py: Python<'_>, p: Pickled) -> PyResult<Py<PyAny>> {
-    static LOADS: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
-    let loads = LOADS
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("pickle")?.getattr("loads")?.unbind())
-        })?
-        .bind(py);
-    let data = pyo3::types::PyBytes::new(py, &p.data);
-    if p.buffers.is_empty() {
-        return loads.call1((data,)).map(Bound::unbind);
-    }
-    let buffers = PyList::empty(py);
-    for b in p.buffers {
-        buffers.append(b.into_python(py)?)?;
-    }
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(pyo3::intern!(py, "buffers"), buffers)?;
-    loads.call((data,), Some(&kwargs)).map(Bound::unbind)
+    pickling::load(py, p).map(Bound::unbind)
 }
 
 fn backend_named(name: &str) -> PyResult<Backend> {

@@ -12,6 +12,7 @@
 
 mod call;
 mod errors;
+mod pickling;
 mod remote;
 
 use pyo3::prelude::*;
@@ -182,6 +183,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(set_worker_idle_timeout, m)?)?;
     m.add_class::<call::Results>()?;
-    m.add_class::<remote::ReceivedBuffer>()?;
+    m.add_class::<pickling::ReceivedBuffer>()?;
     Ok(())
 }

@@ -1,146 +1,13 @@
-//! The one function process workers run for Python: a task pickled by `joblet._codec`.
+//! The one function process workers run for Python: a pickled task, run in Rust with the C
+//! pickler; Python code (`joblet._codec`) only for what needs cloudpickle or a traceback.
 
+use crate::pickling::{self, Pickled, Pickler};
 use joblet::Buffer;
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::mem::ManuallyDrop;
-use std::os::raw::{c_int, c_void};
-
-/// A pickle stream and its out-of-band buffers (pickle protocol 5): the buffers travel as
-/// raw blocks, so big arrays are copied at memory speed and never through the pickle stream.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Pickled {
-    pub(crate) data: Buffer<u8>,
-    pub(crate) buffers: Vec<Block>,
-}
-
-/// An out-of-band buffer: a Python object's memory, lent until it is encoded into a frame
-/// (the one copy on the sending side), or bytes this process owns (received, or copied
-/// from an object without a contiguous view).
-pub(crate) enum Block {
-    Lent(Lent),
-    Owned(Vec<u8>),
-}
-
-impl Block {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Block::Lent(l) => l.bytes(),
-            Block::Owned(v) => v,
-        }
-    }
-
-    /// The bytes as a Python object that numpy (or any buffer consumer) can use in place.
-    pub(crate) fn into_python(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-        match self {
-            Block::Owned(v) => Ok(Bound::new(py, ReceivedBuffer::new(v))?.into_any()),
-            Block::Lent(l) => Ok(PyBytes::new(py, l.bytes()).into_any()),
-        }
-    }
-}
-
-impl Serialize for Block {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.bytes())
-    }
-}
-
-impl<'de> Deserialize<'de> for Block {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Buffer::<u8>::deserialize(deserializer).map(|b| Block::Owned(b.into_inner()))
-    }
-}
-
-/// A Python buffer held (so its memory cannot move or be freed) until it has been copied
-/// into a frame, possibly on an engine thread without the GIL: the bytes are read in place.
-pub(crate) struct Lent(ManuallyDrop<PyBuffer<u8>>);
-
-impl Lent {
-    /// A contiguous byte view of `obj` (a `PickleBuffer`, whose `raw()` view is bytes
-    /// whatever its item type), or None when it has none.
-    fn of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<Lent> {
-        let raw = obj.call_method0(pyo3::intern!(py, "raw")).ok()?;
-        let buffer = PyBuffer::<u8>::get(&raw).ok()?;
-        buffer
-            .is_c_contiguous()
-            .then(|| Lent(ManuallyDrop::new(buffer)))
-    }
-
-    fn bytes(&self) -> &[u8] {
-        let len = self.0.len_bytes();
-        if len == 0 {
-            return &[];
-        }
-        // SAFETY: a contiguous buffer of `len` bytes (checked in `of`), which its exporter
-        // keeps in place until the buffer is released (in `drop`).
-        unsafe { std::slice::from_raw_parts(self.0.buf_ptr().cast::<u8>(), len) }
-    }
-}
-
-impl Drop for Lent {
-    fn drop(&mut self) {
-        // SAFETY: taken once, here.
-        let mut buffer = Some(unsafe { ManuallyDrop::take(&mut self.0) });
-        // Released with the GIL; after the interpreter has shut down there is nothing left
-        // to release it to, so it is forgotten.
-        if crate::with_gil(|_| drop(buffer.take())).is_none() {
-            std::mem::forget(buffer);
-        }
-    }
-}
-
-/// Bytes received from another process, lent to Python as a writable buffer without a copy:
-/// the arrays pickle rebuilds over it are writable and belong to their receiver alone.
-#[pyclass(module = "joblet._core", frozen)]
-pub(crate) struct ReceivedBuffer {
-    /// The address of `bytes`' memory, which never moves: the vector is never touched again.
-    address: usize,
-    bytes: Vec<u8>,
-}
-
-impl ReceivedBuffer {
-    fn new(mut bytes: Vec<u8>) -> Self {
-        let address = bytes.as_mut_ptr() as usize;
-        ReceivedBuffer { address, bytes }
-    }
-}
-
-#[pymethods]
-impl ReceivedBuffer {
-    /// The buffer protocol: one contiguous, writable run of bytes.
-    ///
-    /// # Safety
-    /// Called by Python with a valid `view` to fill.
-    unsafe fn __getbuffer__(
-        slf: Bound<'_, Self>,
-        view: *mut pyo3::ffi::Py_buffer,
-        flags: c_int,
-    ) -> PyResult<()> {
-        let this = slf.get();
-        // SAFETY: `view` is Python's; the memory is `bytes.len()` bytes owned by `slf`, which
-        // the view keeps alive (FillInfo takes a reference to it).
-        let rc = unsafe {
-            pyo3::ffi::PyBuffer_FillInfo(
-                view,
-                slf.as_ptr(),
-                this.address as *mut c_void,
-                this.bytes.len() as pyo3::ffi::Py_ssize_t,
-                0,
-                flags,
-            )
-        };
-        if rc != 0 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
-    }
-
-    fn __len__(&self) -> usize {
-        self.bytes.len()
-    }
-}
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
 
 /// How a task failed in the worker: its exception pickled when that was possible, and its
 /// type, message and formatted traceback as text in any case.
@@ -153,8 +20,8 @@ pub(crate) struct TaskFailure {
 }
 
 joblet::remote_fn! {
-    /// Runs one Python task in a worker process: unpickles the function (cached by
-    /// `joblet._codec` per distinct pickle) and the arguments, calls it, pickles the outcome.
+    /// Runs one Python task in a worker process: unpickles the function (once per distinct
+    /// pickle) and the arguments, calls it, pickles the outcome.
     pub fn py_task(function: Buffer<u8>, call: Pickled) -> Result<Pickled, TaskFailure> {
         Python::attach(|py| run(py, &function, call)).unwrap_or_else(|e| {
             Python::attach(|py| Err(internal_failure(py, e)))
@@ -162,34 +29,99 @@ joblet::remote_fn! {
     }
 }
 
+/// What a worker keeps from task to task.
+struct Worker {
+    pickler: Pickler,
+    /// The last few functions unpickled, by their pickle: a call usually has one.
+    functions: Mutex<Vec<(Vec<u8>, Py<PyAny>)>>,
+    sys: Py<PyModule>,
+}
+
+const KEEP_FUNCTIONS: usize = 16;
+
 fn run(py: Python<'_>, function: &[u8], call: Pickled) -> PyResult<Result<Pickled, TaskFailure>> {
-    let codec = crate::codec(py)?;
-    // Writable and the task's own: a task may write to the arrays it receives (as with
-    // joblib's copy-on-write memmaps), which were copied once, out of the frame.
-    let buffers = PyList::empty(py);
-    for b in call.buffers {
-        buffers.append(b.into_python(py)?)?;
+    static WORKER: PyOnceLock<Worker> = PyOnceLock::new();
+    let worker = WORKER.get_or_try_init(py, || {
+        Ok::<_, PyErr>(Worker {
+            pickler: Pickler::new(py)?,
+            functions: Mutex::new(Vec::new()),
+            sys: py.import("sys")?.unbind(),
+        })
+    })?;
+    let outcome = worker.call(py, function, call);
+    // What the task printed reaches the parent's streams before its result does, and is not
+    // lost if the worker dies on a later task.
+    worker.flush(py);
+    match outcome.and_then(|result| worker.dump(py, &result)) {
+        Ok(p) => Ok(Ok(p)),
+        Err(e) => failure(py, e).map(Err),
     }
-    let out = codec.call_method1(
-        pyo3::intern!(py, "run_task"),
-        (
-            PyBytes::new(py, function),
-            PyBytes::new(py, &call.data),
-            buffers,
-        ),
-    )?;
-    let out = out.cast_into::<PyTuple>()?;
-    if out.get_item(0)?.is_truthy()? {
-        Ok(Ok(pickled(py, &out.get_item(1)?, &out.get_item(2)?)?))
-    } else {
-        let exception: Option<Vec<u8>> = out.get_item(1)?.extract()?;
-        Ok(Err(TaskFailure {
-            exception: exception.map(Buffer::from),
-            type_name: out.get_item(2)?.extract()?,
-            message: out.get_item(3)?.extract()?,
-            traceback: out.get_item(4)?.extract()?,
-        }))
+}
+
+impl Worker {
+    fn function(&self, py: Python<'_>, blob: &[u8]) -> PyResult<Py<PyAny>> {
+        let mut cache = self.functions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, f)) = cache.iter().find(|(b, _)| b == blob) {
+            return Ok(f.clone_ref(py));
+        }
+        let f = pickling::loads(py, blob)?.unbind();
+        if cache.len() >= KEEP_FUNCTIONS {
+            cache.remove(0);
+        }
+        cache.push((blob.to_vec(), f.clone_ref(py)));
+        Ok(f)
     }
+
+    /// Calls the task; any exception is the task's (unpickling its function or arguments too).
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        function: &[u8],
+        call: Pickled,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let f = self.function(py, function)?;
+        let payload = pickling::load(py, call)?.cast_into::<PyTuple>()?;
+        let args = payload.get_item(0)?.cast_into::<PyTuple>()?;
+        let kwargs = payload.get_item(1)?.cast_into::<PyDict>()?;
+        let kwargs = (!kwargs.is_empty()).then_some(kwargs);
+        f.bind(py).call(args, kwargs.as_ref())
+    }
+
+    /// The result pickled: the C pickler, else cloudpickle (`__main__` classes, lambdas).
+    fn dump(&self, py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<Pickled> {
+        if let Some(p) = self.pickler.dump(py, result)? {
+            return Ok(p);
+        }
+        let out = crate::codec(py)?
+            .call_method1(pyo3::intern!(py, "cloud_dumps"), (result,))?
+            .cast_into::<PyTuple>()?;
+        pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?)
+    }
+
+    fn flush(&self, py: Python<'_>) {
+        let sys = self.sys.bind(py);
+        for name in [pyo3::intern!(py, "stdout"), pyo3::intern!(py, "stderr")] {
+            if let Ok(stream) = sys.getattr(name) {
+                if !stream.is_none() {
+                    let _ = stream.call_method0(pyo3::intern!(py, "flush"));
+                }
+            }
+        }
+    }
+}
+
+/// The task's exception, described (and pickled when possible) by `joblet._codec`.
+fn failure(py: Python<'_>, e: PyErr) -> PyResult<TaskFailure> {
+    let out = crate::codec(py)?
+        .call_method1(pyo3::intern!(py, "task_failure"), (e.into_value(py),))?
+        .cast_into::<PyTuple>()?;
+    let exception: Option<Vec<u8>> = out.get_item(0)?.extract()?;
+    Ok(TaskFailure {
+        exception: exception.map(Buffer::from),
+        type_name: out.get_item(1)?.extract()?,
+        message: out.get_item(2)?.extract()?,
+        traceback: out.get_item(3)?.extract()?,
+    })
 }
 
 /// A failure of the codec itself (not of the task), reported as the task's failure.
@@ -204,36 +136,4 @@ fn internal_failure(py: Python<'_>, e: PyErr) -> TaskFailure {
         message: e.value(py).to_string(),
         traceback: format!("joblet could not run the task in the worker: {e}"),
     }
-}
-
-/// A pickle stream (copied: it is small) and its out-of-band buffers (lent: they are copied
-/// once, straight into the frame).
-pub(crate) fn pickled(
-    py: Python<'_>,
-    data: &Bound<'_, PyAny>,
-    buffers: &Bound<'_, PyAny>,
-) -> PyResult<Pickled> {
-    let mut out = Vec::new();
-    for b in buffers.try_iter()? {
-        let b = b?;
-        out.push(match Lent::of(py, &b) {
-            Some(lent) => Block::Lent(lent),
-            None => Block::Owned(bytes_of(py, &b)?),
-        });
-    }
-    Ok(Pickled {
-        data: Buffer::from(bytes_of(py, data)?),
-        buffers: out,
-    })
-}
-
-fn bytes_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(b.as_bytes().to_vec());
-    }
-    // A PickleBuffer shows its object's item type (float64, ...): its raw() view is bytes.
-    if let Ok(raw) = obj.call_method0(pyo3::intern!(py, "raw")) {
-        return PyBuffer::<u8>::get(&raw)?.to_vec(py);
-    }
-    PyBuffer::<u8>::get(obj)?.to_vec(py)
 }
