@@ -14,33 +14,16 @@ from ._config import DEFAULTS, _Unset, active_backend, resolve, _backend_instanc
 from ._backends import BACKENDS, ParallelBackendBase, SequentialBackend
 
 
-class _Delayed:
+class _Delayed(_core.Delayed):
     """What ``delayed(function)`` returns: calling it captures a call. It stands for the
     function (``__name__``, ``__qualname__``, ``__wrapped__`` and other attributes are the
-    function's) without ``functools.wraps``' copying, which was most of the cost of
-    ``delayed(f)(x)`` for tiny tasks."""
+    function's). Built in Rust: it runs once per task in the caller's own loop."""
 
-    __slots__ = ("_function",)
+    __slots__ = ()
 
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self._function = function
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple:
-        return self._function, args, kwargs
-
-    @property
-    def __wrapped__(self) -> Callable[..., Any]:
-        return self._function
-
-    @property
+    @property  # type: ignore[misc]
     def __doc__(self) -> Optional[str]:  # type: ignore[override]
-        return getattr(self._function, "__doc__", None)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._function, name)
-
-    def __repr__(self) -> str:
-        return f"delayed({self._function!r})"
+        return getattr(self.__wrapped__, "__doc__", None)
 
 
 def delayed(function: Callable[..., Any]) -> Callable[..., tuple]:

@@ -368,6 +368,15 @@ pub(crate) fn run(
         })
         .unwrap_or(false)
     });
+    // The GIL once per batch of input pulled, not once per task.
+    par = par.input_scope(|pull| {
+        let mut pull = Some(pull);
+        crate::with_gil(|_| (pull.take().expect("runs once"))());
+        if let Some(pull) = pull {
+            // The interpreter is exiting: the pull finds out and says so.
+            pull();
+        }
+    });
     let mut pull = Pull {
         iter: tasks.try_iter()?.unbind(),
         failure: failure.clone(),

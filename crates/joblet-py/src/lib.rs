@@ -11,6 +11,7 @@
 //! waits with the GIL released, so tasks on other threads can run.
 
 mod call;
+mod delayed;
 mod errors;
 mod pickling;
 mod remote;
@@ -137,7 +138,9 @@ pub(crate) fn codec(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 /// (`python -m joblet._worker`); returns the exit code, or `None` in any other process.
 #[pyfunction]
 fn worker_main(py: Python<'_>) -> Option<i32> {
-    py.detach(joblet::run_worker)
+    // The GIL is taken once per batch (each task's own `attach` is then a cheap nested one)
+    // and given back while the worker waits for the next batch.
+    py.detach(|| joblet::run_worker_scoped(|run| Python::attach(|_| run())))
 }
 
 /// Makes the process backend start workers with `program args..` (the Python front passes
@@ -183,6 +186,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(set_worker_idle_timeout, m)?)?;
     m.add_class::<call::Results>()?;
+    m.add_class::<delayed::Delayed>()?;
     m.add_class::<pickling::ReceivedBuffer>()?;
     Ok(())
 }

@@ -188,9 +188,10 @@ impl Pickler {
     /// its stream names `__main__`, which the other process cannot import: cloudpickle's
     /// turn then, which sends such objects by value.
     pub(crate) fn dump(&self, py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<Pickled>> {
-        let mut budget = PLAIN_BUDGET;
-        if plain(obj, &mut budget, PLAIN_DEPTH) {
-            if let Ok(data) = self.marshal_dumps.bind(py).call1((obj,)) {
+        let mut walk = PlainWalk::new();
+        if walk.plain(obj, PLAIN_DEPTH) {
+            let version = if walk.shared { 4 } else { 2 };
+            if let Ok(data) = self.marshal_dumps.bind(py).call1((obj, version)) {
                 return Ok(Some(Pickled {
                     format: Format::Marshal,
                     data: Buffer::from(bytes_of(py, &data)?),
@@ -210,41 +211,73 @@ impl Pickler {
     }
 }
 
-/// How many objects and how deep `plain` looks before it gives the object to pickle: walking
-/// a big container costs more than marshal saves over pickle.
+/// How many objects and how deep [`PlainWalk`] looks before it gives the object to pickle:
+/// walking a big container costs more than marshal saves over pickle.
 const PLAIN_BUDGET: usize = 256;
 const PLAIN_DEPTH: usize = 8;
 
-/// Whether `obj` is plain data that `marshal` gives back exactly: None, bools, ints, floats,
-/// complex numbers, strings and bytes, in tuples, lists and dicts. Exact types only: marshal
-/// would turn an int subclass (an `IntEnum`) into a plain int, which pickle would not.
-fn plain(obj: &Bound<'_, PyAny>, budget: &mut usize, depth: usize) -> bool {
-    if *budget == 0 || depth == 0 {
-        return false;
+/// Looks through an object for [`PlainWalk::plain`].
+struct PlainWalk {
+    budget: usize,
+    /// The lists and dicts seen, by address.
+    containers: Vec<usize>,
+    /// Whether a list or dict was seen twice: marshal's format 2 would send two copies, so
+    /// the referencing format (slower: it builds a table for every call) is needed.
+    shared: bool,
+}
+
+impl PlainWalk {
+    fn new() -> Self {
+        PlainWalk {
+            budget: PLAIN_BUDGET,
+            containers: Vec::new(),
+            shared: false,
+        }
     }
-    *budget -= 1;
-    if obj.is_none()
-        || obj.is_exact_instance_of::<PyInt>()
-        || obj.is_exact_instance_of::<PyFloat>()
-        || obj.is_exact_instance_of::<PyString>()
-        || obj.is_exact_instance_of::<PyBool>()
-        || obj.is_exact_instance_of::<PyBytes>()
-        || obj.is_exact_instance_of::<PyComplex>()
-    {
-        return true;
+
+    /// Whether `obj` is plain data that `marshal` gives back exactly: None, bools, ints,
+    /// floats, complex numbers, strings and bytes, in tuples, lists and dicts. Exact types
+    /// only: marshal would turn an int subclass (an `IntEnum`) into a plain int, which
+    /// pickle would not.
+    fn plain(&mut self, obj: &Bound<'_, PyAny>, depth: usize) -> bool {
+        if self.budget == 0 || depth == 0 {
+            return false;
+        }
+        self.budget -= 1;
+        if obj.is_none()
+            || obj.is_exact_instance_of::<PyInt>()
+            || obj.is_exact_instance_of::<PyFloat>()
+            || obj.is_exact_instance_of::<PyString>()
+            || obj.is_exact_instance_of::<PyBool>()
+            || obj.is_exact_instance_of::<PyBytes>()
+            || obj.is_exact_instance_of::<PyComplex>()
+        {
+            return true;
+        }
+        if let Ok(t) = obj.cast_exact::<PyTuple>() {
+            return t.iter().all(|x| self.plain(&x, depth - 1));
+        }
+        if let Ok(l) = obj.cast_exact::<PyList>() {
+            self.saw(obj);
+            return l.iter().all(|x| self.plain(&x, depth - 1));
+        }
+        if let Ok(d) = obj.cast_exact::<PyDict>() {
+            self.saw(obj);
+            return d
+                .iter()
+                .all(|(k, v)| self.plain(&k, depth - 1) && self.plain(&v, depth - 1));
+        }
+        false
     }
-    if let Ok(t) = obj.cast_exact::<PyTuple>() {
-        return t.iter().all(|x| plain(&x, budget, depth - 1));
+
+    fn saw(&mut self, container: &Bound<'_, PyAny>) {
+        let address = container.as_ptr() as usize;
+        if self.containers.contains(&address) {
+            self.shared = true;
+        } else {
+            self.containers.push(address);
+        }
     }
-    if let Ok(l) = obj.cast_exact::<PyList>() {
-        return l.iter().all(|x| plain(&x, budget, depth - 1));
-    }
-    if let Ok(d) = obj.cast_exact::<PyDict>() {
-        return d
-            .iter()
-            .all(|(k, v)| plain(&k, budget, depth - 1) && plain(&v, budget, depth - 1));
-    }
-    false
 }
 
 /// Whether a pickle stream refers to the module `__main__`.

@@ -43,7 +43,7 @@ mod scheduler;
 mod shm;
 mod task;
 
-pub use backend::processes::worker::{run_worker, worker_hook};
+pub use backend::processes::worker::{run_worker, run_worker_scoped, worker_hook};
 pub use backend::processes::WorkerExit;
 pub use backend::Backend;
 pub use buffer::Buffer;

@@ -59,6 +59,7 @@ pub struct Parallel {
     nested_levels: usize,
     verbose_sink: Option<crate::progress::VerboseSink>,
     interrupt: Option<crate::scheduler::InterruptCheck>,
+    input_scope: Option<crate::scheduler::feed::InputScope>,
 }
 
 impl std::fmt::Debug for Parallel {
@@ -73,6 +74,7 @@ impl std::fmt::Debug for Parallel {
             .field("progress", &self.progress.is_some())
             .field("max_nbytes", &self.max_nbytes)
             .field("nested_levels", &self.nested_levels)
+            .field("input_scope", &self.input_scope.is_some())
             .finish()
     }
 }
@@ -105,6 +107,14 @@ impl Parallel {
     /// are killed, as on a failure). The Python front checks for Ctrl-C here.
     pub fn interrupt_check(mut self, check: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.interrupt = Some(Arc::new(check));
+        self
+    }
+
+    /// Runs each pull of input items (a batch's worth at a time, under the input's lock)
+    /// inside `scope`, which must call the function it is given exactly once. The Python
+    /// front takes the GIL here once per batch instead of once per item.
+    pub fn input_scope(mut self, scope: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> Self {
+        self.input_scope = Some(Arc::new(scope));
         self
     }
 
@@ -241,7 +251,14 @@ impl Parallel {
         }
         let cancel = CancelToken::default();
         let sizer = BatchSizer::new(plan.batch_size, plan.backend.ideal_batch_duration());
-        let feed = Feed::new(jobs, plan.window, sizer, plan.workers, cancel.clone());
+        let feed = Feed::new(
+            jobs,
+            self.input_scope.clone(),
+            plan.window,
+            sizer,
+            plan.workers,
+            cancel.clone(),
+        );
         let reporter = Reporter::new(
             self.progress.clone(),
             self.verbose,

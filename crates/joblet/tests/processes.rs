@@ -74,6 +74,16 @@ fn main() {
         program_without_hook();
         return;
     }
+    // Workers run each batch inside a scope (as the Python front does, to hold its GIL): the
+    // `worker::batch_scope_wraps_every_task` scenario checks that tasks run inside it.
+    if let Some(code) = joblet::run_worker_scoped(|run| {
+        BATCH_SCOPES.with(|n| n.set(n.get() + 1));
+        IN_BATCH_SCOPE.with(|s| s.set(true));
+        run();
+        IN_BATCH_SCOPE.with(|s| s.set(false));
+    }) {
+        std::process::exit(code);
+    }
     joblet::worker_hook();
     let _ = NOT_A_WORKER.set(());
     if let Ok(name) = std::env::var(PROGRAM) {
@@ -184,6 +194,10 @@ fn scenarios() -> Vec<Scenario> {
         test(
             "parent::killed_parent_takes_its_workers_along",
             killed_parent_takes_its_workers_along,
+        ),
+        test(
+            "worker::batch_scope_wraps_every_task",
+            batch_scope_wraps_every_task,
         ),
         // 7. Standard streams.
         test(
@@ -686,6 +700,23 @@ joblet::remote_fn! {
 joblet::remote_fn! {
     /// Doubles `x`.
     fn double(x: u64) -> u64 { x * 2 }
+}
+
+thread_local! {
+    static IN_BATCH_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static BATCH_SCOPES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+joblet::remote_fn! {
+    /// Whether the task runs inside the worker's batch scope, which batch of its worker it is
+    /// in, and the worker's pid.
+    fn where_in_batches(_i: u64) -> (bool, u64, u32) {
+        (
+            IN_BATCH_SCOPE.with(|s| s.get()),
+            BATCH_SCOPES.with(|n| n.get()),
+            std::process::id(),
+        )
+    }
 }
 
 joblet::remote_fn! {
@@ -1603,6 +1634,26 @@ fn killed_parent_takes_its_workers_along() {
 // 7. Standard streams.
 
 /// What workers print on stdout and stderr reaches the parent's stdout and stderr.
+/// `run_worker_scoped`: every task runs inside the scope, which is entered once per batch.
+fn batch_scope_wraps_every_task() {
+    let out = Parallel::new()
+        .n_jobs(2)
+        .backend(Backend::Processes)
+        .batch_size(5)
+        .try_run((0..40).map(where_in_batches::task))
+        .unwrap();
+    assert!(out.iter().all(|&(inside, _, _)| inside), "{out:?}");
+    // Tasks i and i+1 of one batch (5 consecutive tasks) share a worker and a scope.
+    for batch in out.chunks(5) {
+        assert!(
+            batch.iter().all(|t| (t.1, t.2) == (batch[0].1, batch[0].2)),
+            "one batch, several scopes: {batch:?}"
+        );
+    }
+    let scopes: BTreeSet<(u64, u32)> = out.iter().map(|t| (t.1, t.2)).collect();
+    assert_eq!(scopes.len(), 8, "40 tasks in batches of 5: {out:?}");
+}
+
 fn workers_print_to_the_parents_streams() {
     let ended = program("stdio", &[], &[]);
     assert!(ended.status.is_some_and(|s| s.success()), "{ended}");

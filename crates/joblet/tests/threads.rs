@@ -147,3 +147,39 @@ fn worker_threads_are_reused_by_the_next_call() {
         assert_eq!(first, second, "the second call started new threads");
     });
 }
+
+thread_local! {
+    static IN_SCOPE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `input_scope` wraps every pull of input: each item is produced inside it, and it runs
+/// once per batch, not once per item.
+#[test]
+fn input_scope_wraps_each_batch_pull() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let scopes = Arc::new(AtomicUsize::new(0));
+    let counted = scopes.clone();
+    let p = Parallel::new()
+        .n_jobs(2)
+        .batch_size(10)
+        .input_scope(move |pull| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            IN_SCOPE.with(|s| s.set(true));
+            pull();
+            IN_SCOPE.with(|s| s.set(false));
+        });
+    let inside: Vec<bool> = p
+        .run((0..100).map(|_| {
+            let inside = IN_SCOPE.with(|s| s.get());
+            move || inside
+        }))
+        .unwrap();
+    assert_eq!(inside.len(), 100);
+    assert!(
+        inside.iter().all(|&i| i),
+        "an item was pulled outside the scope"
+    );
+    let n = scopes.load(Ordering::SeqCst);
+    // 10 batches of 10, and at most one empty pull per worker to find the end.
+    assert!((10..=12).contains(&n), "{n} scopes for 10 batches");
+}

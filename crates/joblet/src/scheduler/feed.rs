@@ -55,6 +55,9 @@ impl<J, I: Iterator<Item = J> + Send> Input<J> for I {
     }
 }
 
+/// Runs each pull of a batch's items from the input (see [`crate::Parallel::input_scope`]).
+pub(crate) type InputScope = std::sync::Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
 const UNKNOWN: usize = usize::MAX;
 
 /// Two locks, so that a worker blocked in the input iterator's `next` (a channel, a socket)
@@ -81,6 +84,7 @@ struct Window {
 struct FeedState<J> {
     /// `None` once detached by the caller (see [`Feed::detach_input`]).
     input: Option<Box<dyn Input<J>>>,
+    scope: Option<InputScope>,
     /// Index of the next item the iterator will produce.
     next_index: usize,
     input_done: bool,
@@ -100,6 +104,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<J: Send> Feed<J> {
     pub(crate) fn new(
         input: Box<dyn Input<J>>,
+        scope: Option<InputScope>,
         window: Option<usize>,
         sizer: BatchSizer,
         workers: usize,
@@ -108,6 +113,7 @@ impl<J: Send> Feed<J> {
         Feed {
             input: Mutex::new(FeedState {
                 input: Some(input),
+                scope,
                 next_index: 0,
                 input_done: false,
                 total_hint: false,
@@ -256,6 +262,7 @@ impl<J> FeedState<J> {
         let size = self.sizer.size();
         let auto = self.sizer.is_auto();
         let workers = self.workers;
+        let scope = self.scope.as_deref();
         let started = Instant::now();
         let mut jobs = Vec::new();
         // Everything that runs user code (the iterator's next and size_hint) is caught here:
@@ -266,7 +273,10 @@ impl<J> FeedState<J> {
                 _ => size,
             };
             jobs.reserve_exact(size);
-            input.pull(&mut jobs, size);
+            match scope {
+                Some(scope) => scope(&mut || input.pull(&mut jobs, size)),
+                None => input.pull(&mut jobs, size),
+            }
             (size, input.left_at_most() == Some(0))
         }));
         self.next_index += jobs.len();

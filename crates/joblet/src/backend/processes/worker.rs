@@ -51,8 +51,17 @@ pub fn worker_hook() {
 /// ([`crate::set_worker_command`]) call it from that command, and flush what they must before
 /// exiting (the Python front flushes `sys.stdout`).
 pub fn run_worker() -> Option<i32> {
+    run_worker_scoped(|run| run())
+}
+
+/// [`run_worker`], running each batch of tasks inside `scope`, which must call the function
+/// it is given exactly once. The Python front holds the GIL for a whole batch this way,
+/// rather than taking it again for every task.
+pub fn run_worker_scoped(scope: impl Fn(&mut dyn FnMut())) -> Option<i32> {
     let fd = std::env::var_os(ENV_PROTOCOL_FD)?;
-    Some(match serve(fd.to_string_lossy().parse().ok()) {
+    // A worker can make process calls of its own (they run sequentially in it).
+    HOOK_CALLED.store(true, Ordering::Release);
+    Some(match serve(fd.to_string_lossy().parse().ok(), &scope) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("joblet worker {}: {e}", std::process::id());
@@ -61,7 +70,7 @@ pub fn run_worker() -> Option<i32> {
     })
 }
 
-fn serve(fd: Option<i32>) -> io::Result<()> {
+fn serve(fd: Option<i32>, scope: &dyn Fn(&mut dyn FnMut())) -> io::Result<()> {
     let fd =
         fd.ok_or_else(|| io::Error::other(format!("{ENV_PROTOCOL_FD} is not a descriptor")))?;
     let status_fd: i32 = std::env::var(ENV_STATUS_FD)
@@ -124,7 +133,9 @@ fn serve(fd: Option<i32>) -> io::Result<()> {
         let (batch, args) =
             protocol::split_batch(&payload).map_err(|e| io::Error::other(e.to_string()))?;
         channel.set_threshold(usize::try_from(batch.max_nbytes).unwrap_or(usize::MAX));
-        let outcome = run_batch(&batch, &args, &status);
+        let mut outcome = None;
+        scope(&mut || outcome = Some(run_batch(&batch, &args, &status)));
+        let outcome = outcome.ok_or_else(|| io::Error::other("the batch scope did not run it"))?;
         drop((batch, args));
         drop(payload);
         channel.send_message(Kind::BatchDone, &outcome.message())?;
