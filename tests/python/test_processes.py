@@ -390,3 +390,20 @@ def test_shared_references_stay_shared():
     [(_, _, ((outer,), _))] = Parallel(n_jobs=N_JOBS)(delayed(h.describe)([inner, inner]) for _ in range(1))
     assert outer == [[1, 2], [1, 2]]
     assert outer[0] is outer[1]
+
+
+# Functions travel once per batch ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, "auto"])
+def test_batches_mixing_functions_call_each_tasks_own(batch_size):
+    import functools
+
+    def pick(i):
+        if i % 5 == 0:
+            return delayed(functools.partial(h.add, y=i))(i)  # a new callable per task
+        return delayed(h.square if i % 2 else h.add)(i, *(() if i % 2 else (1,)))
+
+    out = Parallel(n_jobs=N_JOBS, batch_size=batch_size)(pick(i) for i in range(200))
+    expected = [i + i if i % 5 == 0 else (i * i if i % 2 else i + 1) for i in range(200)]
+    assert out == expected

@@ -3,11 +3,12 @@
 
 use crate::errors;
 use crate::pickling::{self, Pickled, Pickler};
-use crate::remote::{self, TaskFailure};
+use crate::remote::{self, Function, TaskFailure};
 use joblet::{Backend, Buffer, Error, Ordered, Parallel, PreDispatch, Progress, Unordered};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList, PyTuple};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,15 +130,53 @@ fn call_here(t: Triple) -> Result<Py<PyAny>, PyErr> {
 struct TaskPickler {
     pickler: Pickler,
     /// The last few functions of this call pickled, by identity: a call usually has one.
-    functions: Vec<(Py<PyAny>, Vec<u8>)>,
+    functions: Vec<(Py<PyAny>, Buffer<u8>)>,
+    /// The function of the task before in this batch (see [`Function`]).
+    previous: Option<Py<PyAny>>,
+    /// Set by the input scope when a new batch starts.
+    new_batch: Arc<AtomicBool>,
 }
 
 impl TaskPickler {
-    fn new(py: Python<'_>) -> PyResult<Self> {
+    fn new(py: Python<'_>, new_batch: Arc<AtomicBool>) -> PyResult<Self> {
         Ok(TaskPickler {
             pickler: Pickler::new(py)?,
             functions: Vec::new(),
+            previous: None,
+            new_batch,
         })
+    }
+
+    /// The task's function for the wire: pickled if it is the first of its batch or differs
+    /// from the one before it, else a reference to that one.
+    fn function(
+        &mut self,
+        py: Python<'_>,
+        index: usize,
+        function: &Py<PyAny>,
+    ) -> PyResult<Function> {
+        let first_of_batch = self.new_batch.swap(false, Ordering::Relaxed);
+        if !first_of_batch && self.previous.as_ref().is_some_and(|p| p.is(function)) {
+            return Ok(Function::SameAsBefore);
+        }
+        let bytes = match self.functions.iter().find(|(f, _)| f.is(function)) {
+            Some((_, bytes)) => bytes.clone(),
+            None => {
+                let bytes: Vec<u8> = crate::codec(py)?
+                    .call_method1(pyo3::intern!(py, "encode_function"), (index, function))?
+                    .extract()?;
+                // A few at most: a task list that makes a new callable per task (bound
+                // methods, partials) must not grow this, nor keep those callables alive.
+                if self.functions.len() >= 8 {
+                    self.functions.remove(0);
+                }
+                self.functions
+                    .push((function.clone_ref(py), Buffer::from(bytes.clone())));
+                Buffer::from(bytes)
+            }
+        };
+        self.previous = Some(function.clone_ref(py));
+        Ok(Function::Pickled(bytes))
     }
 
     /// The task as a job for `py_task`: its function pickled once per call (cloudpickle),
@@ -148,23 +187,8 @@ impl TaskPickler {
         py: Python<'_>,
         index: usize,
         t: Triple,
-    ) -> PyResult<joblet::Remote<(Buffer<u8>, Pickled), Pickled, TaskFailure>> {
-        let function = match self.functions.iter().find(|(f, _)| f.is(&t.function)) {
-            Some((_, bytes)) => bytes.clone(),
-            None => {
-                let bytes: Vec<u8> = crate::codec(py)?
-                    .call_method1(pyo3::intern!(py, "encode_function"), (index, &t.function))?
-                    .extract()?;
-                // A few at most: a task list that makes a new callable per task (bound
-                // methods, partials) must not grow this, nor keep those callables alive.
-                if self.functions.len() >= 8 {
-                    self.functions.remove(0);
-                }
-                self.functions
-                    .push((t.function.clone_ref(py), bytes.clone()));
-                bytes
-            }
-        };
+    ) -> PyResult<joblet::Remote<(Function, Pickled), Pickled, TaskFailure>> {
+        let function = self.function(py, index, &t.function)?;
         let kwargs: Bound<'_, PyAny> = match &t.kwargs {
             Some(k) => k.bind(py).clone().into_any(),
             None => PyDict::new(py).into_any(),
@@ -182,7 +206,7 @@ impl TaskPickler {
                 pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?)?
             }
         };
-        Ok(remote::py_task::task(Buffer::from(function), call))
+        Ok(remote::py_task::task(function, call))
     }
 }
 
@@ -369,7 +393,10 @@ pub(crate) fn run(
         .unwrap_or(false)
     });
     // The GIL once per batch of input pulled, not once per task.
-    par = par.input_scope(|pull| {
+    let new_batch = Arc::new(AtomicBool::new(true));
+    let starting = new_batch.clone();
+    par = par.input_scope(move |pull| {
+        starting.store(true, Ordering::Relaxed);
         let mut pull = Some(pull);
         crate::with_gil(|_| (pull.take().expect("runs once"))());
         if let Some(pull) = pull {
@@ -383,7 +410,7 @@ pub(crate) fn run(
         index: 0,
     };
     if matches!(backend, Backend::Processes) {
-        let mut pickler = TaskPickler::new(py)?;
+        let mut pickler = TaskPickler::new(py, new_batch)?;
         let jobs =
             std::iter::from_fn(move || pull.next_with(|py, index, t| pickler.task(py, index, t)));
         match return_as {

@@ -22,11 +22,20 @@ pub(crate) struct TaskFailure {
 joblet::remote_fn! {
     /// Runs one Python task in a worker process: unpickles the function (once per distinct
     /// pickle) and the arguments, calls it, pickles the outcome.
-    pub fn py_task(function: Buffer<u8>, call: Pickled) -> Result<Pickled, TaskFailure> {
+    pub fn py_task(function: Function, call: Pickled) -> Result<Pickled, TaskFailure> {
         Python::attach(|py| run(py, &function, call)).unwrap_or_else(|e| {
             Python::attach(|py| Err(internal_failure(py, e)))
         })
     }
+}
+
+/// A task's function: pickled, or the same as the task before it in its batch. A batch goes
+/// to one worker, which runs its tasks in order, so a function travels once per batch and
+/// per change of function, not once per task.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Function {
+    Pickled(Buffer<u8>),
+    SameAsBefore,
 }
 
 /// What a worker keeps from task to task.
@@ -34,17 +43,24 @@ struct Worker {
     pickler: Pickler,
     /// The last few functions unpickled, by their pickle: a call usually has one.
     functions: Mutex<Vec<(Vec<u8>, Py<PyAny>)>>,
+    /// The function of the task before, for [`Function::SameAsBefore`].
+    last: Mutex<Option<Py<PyAny>>>,
     sys: Py<PyModule>,
 }
 
 const KEEP_FUNCTIONS: usize = 16;
 
-fn run(py: Python<'_>, function: &[u8], call: Pickled) -> PyResult<Result<Pickled, TaskFailure>> {
+fn run(
+    py: Python<'_>,
+    function: &Function,
+    call: Pickled,
+) -> PyResult<Result<Pickled, TaskFailure>> {
     static WORKER: PyOnceLock<Worker> = PyOnceLock::new();
     let worker = WORKER.get_or_try_init(py, || {
         Ok::<_, PyErr>(Worker {
             pickler: Pickler::new(py)?,
             functions: Mutex::new(Vec::new()),
+            last: Mutex::new(None),
             sys: py.import("sys")?.unbind(),
         })
     })?;
@@ -59,7 +75,21 @@ fn run(py: Python<'_>, function: &[u8], call: Pickled) -> PyResult<Result<Pickle
 }
 
 impl Worker {
-    fn function(&self, py: Python<'_>, blob: &[u8]) -> PyResult<Py<PyAny>> {
+    fn function(&self, py: Python<'_>, function: &Function) -> PyResult<Py<PyAny>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let f = match function {
+            Function::SameAsBefore => last.as_ref().map(|f| f.clone_ref(py)).ok_or_else(|| {
+                pyo3::exceptions::PyRuntimeError::new_err(
+                    "joblet: a task named the function of the task before it, and there was none",
+                )
+            })?,
+            Function::Pickled(blob) => self.unpickle_function(py, blob)?,
+        };
+        *last = Some(f.clone_ref(py));
+        Ok(f)
+    }
+
+    fn unpickle_function(&self, py: Python<'_>, blob: &[u8]) -> PyResult<Py<PyAny>> {
         let mut cache = self.functions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, f)) = cache.iter().find(|(b, _)| b == blob) {
             return Ok(f.clone_ref(py));
@@ -76,7 +106,7 @@ impl Worker {
     fn call<'py>(
         &self,
         py: Python<'py>,
-        function: &[u8],
+        function: &Function,
         call: Pickled,
     ) -> PyResult<Bound<'py, PyAny>> {
         let f = self.function(py, function)?;
