@@ -147,10 +147,15 @@ def main() -> None:
         if expected is None:
             expected = [f(x) for x in xs]
         print(f"\n[{name}] median of {reps}")
-        row = {}
-        for system, run in sysmap.items():
+        for run in sysmap.values():
             run(f, xs[: max(2, len(xs) // 50)])  # warm the pool
-            row[system] = timed(run, f, xs, expected, reps)
+        # Interleaved: each repetition runs every system once, so that drift in the machine's
+        # state (other tenants, memory) spreads over all systems instead of landing on one.
+        times: dict = {system: [] for system in sysmap}
+        for _ in range(reps):
+            for system, run in sysmap.items():
+                times[system].append(timed(run, f, xs, expected, 1))
+        row = {system: statistics.median(ts) for system, ts in times.items()}
         base = row["joblib loky"]
         for system, d in row.items():
             print(f"  {system:24s} {d * 1e3:10.1f} ms   {d / base:6.2f}x joblib-loky")
