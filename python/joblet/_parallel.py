@@ -224,7 +224,7 @@ class Parallel:
             timeout = None
         if engine == "processes":
             _core.set_worker_command(
-                sys.executable, ["-m", "joblet._worker", json.dumps(sys.path)]
+                sys.executable, ["-m", "joblet._worker", json.dumps(sys.path)], _worker_env()
             )
         out = _core.run(
             iter(iterable),
@@ -238,6 +238,7 @@ class Parallel:
             max_nbytes=self.max_nbytes if self.max_nbytes is not None else 2**62,
             progress=self.progress,
             nested_levels=1,
+            inner_max_num_threads=getattr(self._backend, "inner_max_num_threads", None),
         )
         if not self.return_generator:
             return out
@@ -252,6 +253,16 @@ class Parallel:
         finally:
             results.close()
             self._generator_ref = None
+
+
+def _worker_env() -> list[tuple[str, str]]:
+    """What worker processes need in their environment: the caller's multiprocessing
+    ``authkey`` (when multiprocessing is in use), so that ``Manager()`` proxies passed to
+    tasks can connect. Workers are new interpreters, not forks: they would have their own."""
+    mp = sys.modules.get("multiprocessing.process")
+    if mp is None:
+        return []
+    return [("JOBLET_MP_AUTHKEY", bytes(mp.current_process().authkey).hex())]
 
 
 def _progress_callback(progress: Any) -> Optional[Callable[[int, Optional[int]], None]]:

@@ -2,7 +2,8 @@
 
 The parent's ``sys.path`` comes first in the argument list, so that functions pickled by
 reference import here as they do in the caller. ``__main__`` is never imported: functions
-defined there travel by value (cloudpickle).
+defined there travel by value (cloudpickle). ``JOBLET_MP_AUTHKEY`` in the environment is the
+caller's multiprocessing authkey (hex).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ def main() -> None:
         for entry in reversed(json.loads(sys.argv[1])):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
+    authkey = os.environ.pop("JOBLET_MP_AUTHKEY", None)
+    if authkey is not None:
+        # The caller's, so that multiprocessing Manager proxies in tasks can connect back.
+        import multiprocessing
+
+        multiprocessing.current_process().authkey = bytes.fromhex(authkey)
     from joblet import _core
 
     code = _core.worker_main()

@@ -227,3 +227,14 @@ class Name(str):
 def describe(*args, **kwargs):
     """What the worker received, types included, and the same values back as the result."""
     return [type(a).__name__ for a in args], sorted(kwargs), (args, kwargs)
+
+
+def thread_vars(_):
+    """Two of the worker's thread-count variables, and its pid."""
+    return os.environ.get("OMP_NUM_THREADS"), os.environ.get("OPENBLAS_NUM_THREADS"), os.getpid()
+
+
+def put(queue, item):
+    """Puts `item` on a multiprocessing Manager queue (a proxy, which must connect back)."""
+    queue.put(item)
+    return item

@@ -407,3 +407,38 @@ def test_batches_mixing_functions_call_each_tasks_own(batch_size):
     out = Parallel(n_jobs=N_JOBS, batch_size=batch_size)(pick(i) for i in range(200))
     expected = [i + i if i % 5 == 0 else (i * i if i % 2 else i + 1) for i in range(200)]
     assert out == expected
+
+
+# Worker environment ------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_inner_max_num_threads_and_later_env_changes_reach_the_workers(monkeypatch):
+    share = str(max(joblet.cpu_count() // N_JOBS, 1))
+
+    def seen():
+        out = Parallel(n_jobs=N_JOBS, batch_size=1)(delayed(h.thread_vars)(i) for i in range(4))
+        return {(omp, blas) for omp, blas, _ in out}, {pid for _, _, pid in out}
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    values, pids = seen()
+    assert values == {(share, share)}
+    assert seen() == (values, pids), "identical calls must reuse the same workers"
+    with joblet.parallel_config(backend="loky", inner_max_num_threads=3):
+        values, pids3 = seen()
+    assert values == {("3", "3")}
+    assert not pids3 & pids
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    values, pids5 = seen()
+    assert values == {("5", share)}
+    assert not pids5 & pids3
+
+
+@pytest.mark.timeout(120)
+def test_manager_proxies_work_in_process_tasks():
+    with multiprocessing.Manager() as manager:
+        queue = manager.Queue()
+        out = Parallel(n_jobs=N_JOBS)(delayed(h.put)(queue, i) for i in range(6))
+        assert out == list(range(6))
+        assert sorted(queue.get(timeout=10) for _ in range(6)) == list(range(6))

@@ -313,7 +313,7 @@ fn backend_named(name: &str) -> PyResult<Backend> {
 #[pyfunction]
 #[pyo3(signature = (tasks, *, backend, n_jobs, batch_size=None, pre_dispatch=None,
                     timeout=None, verbose=0, return_as="list", max_nbytes=None, progress=None,
-                    nested_levels=0))]
+                    nested_levels=0, inner_max_num_threads=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     py: Python<'_>,
@@ -328,6 +328,7 @@ pub(crate) fn run(
     max_nbytes: Option<usize>,
     progress: Option<Py<PyAny>>,
     nested_levels: usize,
+    inner_max_num_threads: Option<usize>,
 ) -> PyResult<Py<PyAny>> {
     let backend = backend_named(backend)?;
     if !crate::is_open() {
@@ -359,6 +360,9 @@ pub(crate) fn run(
     });
     if let Some(b) = batch_size {
         par = par.batch_size(b);
+    }
+    if let Some(n) = inner_max_num_threads {
+        par = par.inner_max_num_threads(n);
     }
     if let Some(t) = timeout {
         let t = Duration::try_from_secs_f64(t).map_err(|_| {

@@ -143,11 +143,12 @@ fn worker_main(py: Python<'_>) -> Option<i32> {
     py.detach(|| joblet::run_worker_scoped(|run| Python::attach(|_| run())))
 }
 
-/// Makes the process backend start workers with `program args..` (the Python front passes
-/// its interpreter and `-m joblet._worker`).
+/// Makes the process backend start workers with `program args..` and `env` added to their
+/// environment (the Python front passes its interpreter and `-m joblet._worker`).
 #[pyfunction]
-fn set_worker_command(program: String, args: Vec<String>) {
-    joblet::set_worker_command(program, args);
+#[pyo3(signature = (program, args, env=Vec::new()))]
+fn set_worker_command(program: String, args: Vec<String>, env: Vec<(String, String)>) {
+    joblet::set_worker_command(program, args, env);
 }
 
 /// joblib's `cpu_count()`: the CPUs this process may use (affinity and cgroup quota).

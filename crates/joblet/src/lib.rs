@@ -69,19 +69,26 @@ pub fn set_worker_idle_timeout(timeout: std::time::Duration) {
     backend::processes::set_idle_timeout(timeout);
 }
 
-/// Makes the process backend start workers by running `program` with `args` instead of
-/// re-running this binary, for programs that embed joblet in another runtime (the Python
-/// front starts `python -m joblet._worker`). That program must call [`run_worker`] first
-/// thing. [`worker_hook`] is then not needed in this program.
-pub fn set_worker_command<P, A>(program: P, args: impl IntoIterator<Item = A>)
-where
+/// Makes the process backend start workers by running `program` with `args`, and `env`
+/// added to their environment, instead of re-running this binary: for programs that embed
+/// joblet in another runtime (the Python front starts `python -m joblet._worker`). That
+/// program must call [`run_worker`] first thing. [`worker_hook`] is then not needed in this
+/// program. Idle workers started with another command are not reused.
+pub fn set_worker_command<P, A, K, V>(
+    program: P,
+    args: impl IntoIterator<Item = A>,
+    env: impl IntoIterator<Item = (K, V)>,
+) where
     P: Into<std::ffi::OsString>,
     A: Into<std::ffi::OsString>,
+    K: Into<std::ffi::OsString>,
+    V: Into<std::ffi::OsString>,
 {
-    backend::processes::spawn::set_worker_command(
-        program.into(),
-        args.into_iter().map(Into::into).collect(),
-    );
+    backend::processes::spawn::set_worker_command(backend::processes::spawn::External {
+        program: program.into(),
+        args: args.into_iter().map(Into::into).collect(),
+        env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+    });
 }
 
 /// The README's Rust example runs as a doctest, so it cannot drift from the API.

@@ -60,6 +60,7 @@ pub struct Parallel {
     verbose_sink: Option<crate::progress::VerboseSink>,
     interrupt: Option<crate::scheduler::InterruptCheck>,
     input_scope: Option<crate::scheduler::feed::InputScope>,
+    inner_max_num_threads: Option<usize>,
 }
 
 impl std::fmt::Debug for Parallel {
@@ -75,6 +76,7 @@ impl std::fmt::Debug for Parallel {
             .field("max_nbytes", &self.max_nbytes)
             .field("nested_levels", &self.nested_levels)
             .field("input_scope", &self.input_scope.is_some())
+            .field("inner_max_num_threads", &self.inner_max_num_threads)
             .finish()
     }
 }
@@ -115,6 +117,16 @@ impl Parallel {
     /// front takes the GIL here once per batch instead of once per item.
     pub fn input_scope(mut self, scope: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> Self {
         self.input_scope = Some(Arc::new(scope));
+        self
+    }
+
+    /// Sets the thread-count variables of the native thread pools (OpenMP, OpenBLAS, MKL,
+    /// ...; see [`Backend::Processes`]) of worker processes to `n`, whatever the caller's own
+    /// values: joblib's `inner_max_num_threads`. Unset, workers get `cpu_count() / n_jobs`
+    /// (at least 1) in each variable the caller did not set. Idle workers started with other
+    /// values are replaced.
+    pub fn inner_max_num_threads(mut self, n: usize) -> Self {
+        self.inner_max_num_threads = Some(n.max(1));
         self
     }
 
@@ -272,11 +284,15 @@ impl Parallel {
                 .map(|_| (Slot::in_memory(), Box::new(Here) as _))
                 .unzip(),
             Backend::Processes => {
+                // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each,
+                // unless the caller set them or asked for `inner_max_num_threads`.
+                let recipe = processes::spawn::Recipe::now(self.inner_max_num_threads, || {
+                    (cpus() / n_jobs).max(1)
+                });
                 let runners = processes::runners(
                     plan.workers,
                     n_jobs,
-                    // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each.
-                    || (cpus() / n_jobs).max(1),
+                    &recipe,
                     self.max_nbytes
                         .unwrap_or(crate::protocol::DEFAULT_THRESHOLD),
                 )

@@ -213,6 +213,10 @@ fn scenarios() -> Vec<Scenario> {
             "env::thread_limits_set_by_the_user_pass_through",
             thread_limits_set_by_the_user_pass_through,
         ),
+        test(
+            "env::workers_follow_later_changes_and_inner_max_num_threads",
+            workers_follow_later_changes_and_inner_max_num_threads,
+        ),
         // 9. Misuse.
         test("misuse::closures_are_refused", closures_are_refused),
         test(
@@ -731,6 +735,17 @@ joblet::remote_fn! {
     /// Multiplies every element: a big argument and a big result.
     fn scale(values: Vec<f64>, by: f64) -> Vec<f64> {
         values.into_iter().map(|v| v * by).collect()
+    }
+}
+
+joblet::remote_fn! {
+    /// Two of the worker's thread-count variables, and its pid.
+    fn env_and_pid() -> (Option<String>, Option<String>, u32) {
+        (
+            std::env::var("OMP_NUM_THREADS").ok(),
+            std::env::var("OPENBLAS_NUM_THREADS").ok(),
+            std::process::id(),
+        )
     }
 }
 
@@ -1718,6 +1733,43 @@ fn thread_limits_are_the_cpu_share() {
 
 /// A thread-count variable the user set reaches the workers unchanged; the others still get
 /// the CPU share.
+/// Idle workers are reused only while they would be started the same way: after the caller
+/// changes a thread-count variable, or asks for `inner_max_num_threads`, new workers start
+/// with the new values; identical calls keep reusing the same workers.
+fn workers_follow_later_changes_and_inner_max_num_threads() {
+    let ended = program("thread_env_changes", &[], &THREAD_VARS);
+    assert!(ended.status.is_some_and(|s| s.success()), "{ended}");
+    let step = |label: &str| -> (String, String) {
+        let line = ended
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("step {label} ")))
+            .unwrap_or_else(|| panic!("no step {label}\n{ended}"));
+        let (values, pids) = line.split_once(" pids ").expect("values, then pids");
+        (values.to_string(), pids.to_string())
+    };
+    let share = (joblet::cpu_count() / 2).max(1);
+    let (first, pids_first) = step("first");
+    assert_eq!(first, format!("{{(Some(\"{share}\"), Some(\"{share}\"))}}"));
+    let (again, pids_again) = step("again");
+    assert_eq!(
+        (again, &pids_again),
+        (first.clone(), &pids_first),
+        "not reused"
+    );
+    let (omp3, pids_omp3) = step("omp3");
+    assert_eq!(omp3, format!("{{(Some(\"3\"), Some(\"{share}\"))}}"));
+    assert_ne!(
+        pids_omp3, pids_first,
+        "workers with the old value were reused"
+    );
+    let (inner2, pids_inner2) = step("inner2");
+    assert_eq!(inner2, "{(Some(\"2\"), Some(\"2\"))}");
+    assert_ne!(pids_inner2, pids_omp3);
+    let (again, pids_again) = step("inner2again");
+    assert_eq!((again, pids_again), (inner2, pids_inner2), "not reused");
+}
+
 fn thread_limits_set_by_the_user_pass_through() {
     let share = (joblet::cpu_count() / 2).max(1).to_string();
     let seen = thread_env(&[("OMP_NUM_THREADS", "7")]);
@@ -2071,6 +2123,29 @@ fn run_program(name: &str) {
             for var in THREAD_VARS {
                 println!("env parent {var}={:?}", std::env::var(var).ok());
             }
+        }
+        "thread_env_changes" => {
+            // Each step: the OMP and OpenBLAS values its workers saw, and their pids.
+            let step = |label: &str, p: Parallel| {
+                let seen = p
+                    .batch_size(1)
+                    .try_run((0..2).map(|_| env_and_pid::task()))
+                    .expect("the env call");
+                let mut pids: Vec<u32> = seen.iter().map(|s| s.2).collect();
+                pids.sort_unstable();
+                pids.dedup();
+                let values: BTreeSet<(Option<String>, Option<String>)> =
+                    seen.into_iter().map(|s| (s.0, s.1)).collect();
+                println!("step {label} {values:?} pids {pids:?}");
+            };
+            step("first", processes(2));
+            step("again", processes(2));
+            // SAFETY: no other thread of this program reads the environment now: the
+            // workers are idle and the pool thread only waits.
+            unsafe { std::env::set_var("OMP_NUM_THREADS", "3") };
+            step("omp3", processes(2));
+            step("inner2", processes(2).inner_max_num_threads(2));
+            step("inner2again", processes(2).inner_max_num_threads(2));
         }
         other => panic!("no program {other:?}"),
     }

@@ -72,15 +72,14 @@ pub(crate) struct ProcessRunner {
     max_nbytes: usize,
 }
 
-/// Checks out `n` workers for a call of `n_jobs`; new ones limit their native thread pools to
-/// `thread_limit()` threads.
+/// Checks out `n` workers for a call of `n_jobs`, started as `recipe` says.
 pub(crate) fn runners(
     n: usize,
     n_jobs: usize,
-    thread_limit: impl FnOnce() -> usize,
+    recipe: &spawn::Recipe,
     max_nbytes: usize,
 ) -> Result<Vec<ProcessRunner>, StartError> {
-    let workers = pool::checkout(n, n_jobs, thread_limit)?;
+    let workers = pool::checkout(n, n_jobs, recipe)?;
     Ok(workers
         .into_iter()
         .map(|w| ProcessRunner {

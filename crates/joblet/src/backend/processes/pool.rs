@@ -5,7 +5,7 @@
 //! every worker (so that the parent-death signal stays armed) and ends idle workers that
 //! outlived the idle timeout, reaping them (no zombies).
 
-use super::spawn::{self, StartError, Worker};
+use super::spawn::{self, Recipe, StartError, Worker};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ struct Pool {
 }
 
 struct Request {
-    thread_limit: usize,
+    recipe: Recipe,
     idle: Duration,
     reply: Sender<std::io::Result<spawn::Started>>,
 }
@@ -64,10 +64,7 @@ fn pool_thread(inbox: Receiver<Request>) {
     loop {
         match inbox.recv_timeout(Duration::from_secs(1)) {
             Ok(req) => {
-                let launcher = spawn::launcher();
-                let _ = req
-                    .reply
-                    .send(spawn::start(&*launcher, req.thread_limit, req.idle));
+                let _ = req.reply.send(spawn::start(&req.recipe, req.idle));
             }
             Err(RecvTimeoutError::Timeout) => reap_expired(),
             Err(RecvTimeoutError::Disconnected) => return,
@@ -101,18 +98,14 @@ pub(crate) fn set_idle_timeout(timeout: Duration) {
     }
 }
 
-/// Takes `n` workers for a call of `n_jobs` whose native thread pools get `thread_limit()`
-/// threads: idle ones with that limit first, new ones for the rest. `thread_limit()` reads the
-/// CPU count, so it is asked only when an idle worker last served another `n_jobs` or a worker
-/// must start. Idle workers beyond `n_jobs` are ended: the pool resizes to the calls it serves.
+/// Takes `n` workers for a call of `n_jobs` whose workers are started as `recipe` says:
+/// idle ones started that way first, new ones for the rest. Idle workers started another
+/// way, or beyond `n_jobs`, are ended: the pool follows the calls it serves, as loky's does.
 pub(crate) fn checkout(
     n: usize,
     n_jobs: usize,
-    thread_limit: impl FnOnce() -> usize,
+    recipe: &Recipe,
 ) -> Result<Vec<Worker>, StartError> {
-    let known = std::cell::OnceCell::new();
-    let mut thread_limit = Some(thread_limit);
-    let mut limit = || *known.get_or_init(|| thread_limit.take().map_or(1, |f| f()));
     let (mut workers, stale, requests, idle) = {
         let mut guard = pool();
         let pool = guard.as_mut().expect("pool() creates the pool");
@@ -120,12 +113,9 @@ pub(crate) fn checkout(
         let mut kept = Vec::new();
         let mut stale = Vec::new();
         // Reuse what fits; keep idle ones up to n_jobs (a short call does not shrink the
-        // pool); end the rest: another thread limit, or beyond n_jobs (the pool resizes to
-        // the calls it serves, as loky's does).
-        for mut i in pool.idle.drain(..) {
-            let fits = (i.worker.n_jobs == n_jobs || i.worker.thread_limit == limit())
-                && i.worker.process.is_alive();
-            i.worker.n_jobs = n_jobs;
+        // pool); end the rest.
+        for i in pool.idle.drain(..) {
+            let fits = i.worker.recipe == *recipe && i.worker.process.is_alive();
             if fits && workers.len() < n {
                 workers.push(i.worker);
             } else if fits && workers.len() + kept.len() < n_jobs {
@@ -141,13 +131,12 @@ pub(crate) fn checkout(
         w.process.terminate();
     }
     // Start the missing workers at once, then wait for each one's hello.
-    let thread_limit = if workers.len() < n { limit() } else { 0 };
     let mut pending = Vec::new();
     for _ in workers.len()..n {
         let (reply, answer) = mpsc::channel();
         requests
             .send(Request {
-                thread_limit,
+                recipe: recipe.clone(),
                 idle,
                 reply,
             })
@@ -163,7 +152,7 @@ pub(crate) fn checkout(
             .and_then(|r| r.map_err(|e| StartError(format!("cannot start a worker process: {e}"))))
         {
             Ok((child, stream, status)) => {
-                match spawn::handshake(child, stream, status, thread_limit, n_jobs) {
+                match spawn::handshake(child, stream, status, recipe.clone()) {
                     Ok(w) => workers.push(w),
                     Err(e) => error = error.or(Some(e)),
                 }

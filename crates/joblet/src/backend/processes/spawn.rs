@@ -6,6 +6,7 @@
 
 use super::status::StatusPage;
 use crate::protocol::{self, Channel, FrameError, Hello, Kind, DEFAULT_THRESHOLD};
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -56,25 +57,78 @@ impl Launcher for ReExec {
 
 /// Runs a program given by the embedding application (the Python front runs its
 /// interpreter with `-m joblet._worker`), which must call [`crate::run_worker`] first thing.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct External {
-    pub(crate) program: std::ffi::OsString,
-    pub(crate) args: Vec<std::ffi::OsString>,
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
 }
 
 impl Launcher for External {
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 }
 
 static WORKER_COMMAND: Mutex<Option<Arc<External>>> = Mutex::new(None);
 
-/// Makes every worker started from now on run `program args..` instead of this binary.
-pub(crate) fn set_worker_command(program: std::ffi::OsString, args: Vec<std::ffi::OsString>) {
-    *WORKER_COMMAND.lock().unwrap_or_else(|e| e.into_inner()) =
-        Some(Arc::new(External { program, args }));
+/// Makes every worker started from now on run `program args..` (with `env` added to its
+/// environment) instead of this binary. Idle workers started another way are not reused.
+pub(crate) fn set_worker_command(external: External) {
+    let mut current = WORKER_COMMAND.lock().unwrap_or_else(|e| e.into_inner());
+    if current.as_deref() != Some(&external) {
+        *current = Some(Arc::new(external));
+    }
+}
+
+/// How a worker is started. A call reuses an idle worker only if it would start a new one
+/// the same way: the same command, the same thread-count variables (which a process cannot
+/// change once started, and which the caller may have changed since, or asked otherwise
+/// with `inner_max_num_threads`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Recipe {
+    /// The application's command, or `None` to re-execute this binary.
+    command: Option<Arc<External>>,
+    /// Every variable of [`THREAD_LIMIT_VARS`], with its value for the worker.
+    threads: Vec<(&'static str, OsString)>,
+}
+
+impl Recipe {
+    /// The recipe for a worker started now: in each thread-count variable, `inner` if given,
+    /// else the caller's own value if it has one, else `limit()`.
+    pub(crate) fn now(inner: Option<usize>, limit: impl FnOnce() -> usize) -> Recipe {
+        let mut limit = Some(limit);
+        let mut known = None;
+        let threads = THREAD_LIMIT_VARS
+            .iter()
+            .map(|&var| {
+                let value = match (inner, std::env::var_os(var)) {
+                    (Some(n), _) => n.to_string().into(),
+                    (None, Some(set)) => set,
+                    (None, None) => {
+                        let n = *known.get_or_insert_with(|| limit.take().map_or(1, |f| f()));
+                        OsString::from(n.to_string())
+                    }
+                };
+                (var, value)
+            })
+            .collect();
+        let command = WORKER_COMMAND
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Recipe { command, threads }
+    }
+
+    fn launcher(&self) -> Arc<dyn Launcher> {
+        match &self.command {
+            Some(external) => external.clone(),
+            None => Arc::new(ReExec),
+        }
+    }
 }
 
 /// Whether workers are started by a command set with [`set_worker_command`].
@@ -83,18 +137,6 @@ pub(crate) fn has_worker_command() -> bool {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .is_some()
-}
-
-/// The launcher for the next worker: the command set by the application, else this binary.
-pub(crate) fn launcher() -> Arc<dyn Launcher> {
-    match WORKER_COMMAND
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-    {
-        Some(external) => external,
-        None => Arc::new(ReExec),
-    }
 }
 
 /// How a worker process ended.
@@ -202,11 +244,8 @@ pub(crate) struct Worker {
     pub(crate) process: Arc<Process>,
     pub(crate) channel: Channel,
     pub(crate) status: Arc<StatusPage>,
-    /// The thread limit in its environment (which cannot change later).
-    pub(crate) thread_limit: usize,
-    /// The `n_jobs` of the last call it served, whose thread limit is `thread_limit`: a call
-    /// with the same `n_jobs` can reuse it without reading the CPU count again.
-    pub(crate) n_jobs: usize,
+    /// How it was started (which cannot change later).
+    pub(crate) recipe: Recipe,
 }
 
 /// A worker process just started, before its handshake.
@@ -218,23 +257,15 @@ pub(crate) struct StartError(pub(crate) String);
 
 /// Starts a worker process. Must run on a thread that lives as long as the program: the
 /// kernel's parent-death signal fires when the thread that forked the child exits.
-pub(crate) fn start(
-    launcher: &dyn Launcher,
-    thread_limit: usize,
-    idle: Duration,
-) -> io::Result<Started> {
+pub(crate) fn start(recipe: &Recipe, idle: Duration) -> io::Result<Started> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let status = StatusPage::create()?;
-    let mut cmd = launcher.command();
+    let mut cmd = recipe.launcher().command();
     cmd.env(ENV_PROTOCOL_FD, "3")
         .env(ENV_STATUS_FD, "4")
         .env(ENV_IDLE_MS, idle.as_millis().to_string())
         .stdin(Stdio::null());
-    for var in THREAD_LIMIT_VARS {
-        if std::env::var_os(var).is_none() {
-            cmd.env(var, thread_limit.to_string());
-        }
-    }
+    cmd.envs(recipe.threads.iter().map(|(k, v)| (k, v)));
     let socket_fd = child_end.as_raw_fd();
     let status_fd = status.fd().as_raw_fd();
     // SAFETY: getpid has no preconditions.
@@ -282,8 +313,7 @@ pub(crate) fn handshake(
     child: Child,
     stream: UnixStream,
     status: StatusPage,
-    thread_limit: usize,
-    n_jobs: usize,
+    recipe: Recipe,
 ) -> Result<Worker, StartError> {
     let pid = child.id();
     let process = Arc::new(Process {
@@ -328,7 +358,6 @@ pub(crate) fn handshake(
         process,
         channel,
         status: Arc::new(status),
-        thread_limit,
-        n_jobs,
+        recipe,
     })
 }
