@@ -52,6 +52,46 @@ def encode_args(index: int, args: tuple, kwargs: dict | None) -> tuple[bytes, li
         ) from e
 
 
+def memmap_reference(a: Any) -> Any:
+    """A stand-in for a ``numpy.memmap`` argument that pickles as a reference to its file (the
+    worker maps the same bytes: writes through an ``r+`` mapping reach the caller's array),
+    or None for one that must travel by value: not backed by a file, or not contiguous."""
+    import mmap
+
+    import numpy as np
+
+    if a.filename is None or not (a.flags.c_contiguous or a.flags.f_contiguous):
+        return None
+    owner = a
+    while isinstance(owner, np.memmap) and not isinstance(owner.base, mmap.mmap):
+        owner = owner.base
+    if not isinstance(owner, np.memmap):
+        return None
+    start = a.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    # "w+" created the file: mapping it again must not truncate it.
+    mode = {"w+": "r+"}.get(owner.mode, owner.mode)
+    order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    return _MappedArray(a.filename, a.dtype, mode, owner.offset + start, a.shape, order)
+
+
+class _MappedArray:
+    """A ``numpy.memmap`` by reference: rebuilt in the worker over the same file."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def __reduce__(self) -> tuple:
+        return _open_memmap, self.args
+
+
+def _open_memmap(filename: str, dtype: Any, mode: str, offset: int, shape: tuple, order: str) -> Any:
+    import numpy as np
+
+    return np.memmap(filename, dtype=dtype, mode=mode, offset=offset, shape=shape, order=order)
+
+
 # Worker side ----------------------------------------------------------------------------
 
 

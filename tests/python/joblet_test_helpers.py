@@ -238,3 +238,14 @@ def put(queue, item):
     """Puts `item` on a multiprocessing Manager queue (a proxy, which must connect back)."""
     queue.put(item)
     return item
+
+
+def write_first(a, value):
+    """Writes `value` into a[0] if it can; returns whether the array maps a file, whether it
+    could write, and its last element."""
+    writable = bool(a.flags.writeable)
+    if writable:
+        a[0] = value
+        if hasattr(a, "flush"):
+            a.flush()
+    return getattr(a, "filename", None) is not None, writable, float(a.flat[-1])

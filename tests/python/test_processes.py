@@ -442,3 +442,40 @@ def test_manager_proxies_work_in_process_tasks():
         out = Parallel(n_jobs=N_JOBS)(delayed(h.put)(queue, i) for i in range(6))
         assert out == list(range(6))
         assert sorted(queue.get(timeout=10) for _ in range(6)) == list(range(6))
+
+
+# np.memmap arguments -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["r+", "w+", "c", "r"])
+def test_memmap_arguments_travel_by_reference(tmp_path, mode):
+    path = tmp_path / "data.bin"
+    np.arange(1000, dtype=np.float64).tofile(path)
+    if mode == "w+":
+        m = np.memmap(path, dtype=np.float64, mode="w+", shape=(1000,))
+        m[:] = np.arange(1000)
+    else:
+        m = np.memmap(path, dtype=np.float64, mode=mode, shape=(1000,))
+    parts = [m, m[500:], m.reshape(10, 100)[2:4]]  # the whole, a tail view, a 2-D block
+    calls = [delayed(h.write_first)(parts[0], -7.0), delayed(h.write_first)(a=parts[1], value=-7.0),
+             delayed(h.write_first)(parts[2], value=-7.0)]  # positional and keyword arguments
+    out = Parallel(n_jobs=N_JOBS)(calls)
+    assert [mapped for mapped, _, _ in out] == [True] * 3, "not mapped in the worker"
+    assert [last for _, _, last in out] == [999.0, 999.0, 399.0]
+    assert all(w == (mode != "r") for _, w, _ in out)
+    fresh = np.fromfile(path, dtype=np.float64)
+    if mode in ("r+", "w+"):
+        # Written through the worker's mapping of the same file.
+        assert (fresh[0], fresh[500], fresh[200]) == (-7.0, -7.0, -7.0)
+        assert m[0] == -7.0
+    else:
+        assert (fresh[0], fresh[500], fresh[200]) == (0.0, 500.0, 200.0)
+
+
+def test_non_contiguous_memmap_views_travel_by_value(tmp_path):
+    path = tmp_path / "data.bin"
+    np.arange(100, dtype=np.float64).tofile(path)
+    m = np.memmap(path, dtype=np.float64, mode="r+", shape=(100,))
+    [(mapped, writable, last)] = Parallel(n_jobs=N_JOBS)(delayed(h.write_first)(p, -1.0) for p in [m[::2]])
+    assert (mapped, writable, last) == (False, True, 98.0)
+    assert m[0] == 0.0, "a copy must not write to the caller's file"

@@ -135,6 +135,8 @@ struct TaskPickler {
     previous: Option<Py<PyAny>>,
     /// Set by the input scope when a new batch starts.
     new_batch: Arc<AtomicBool>,
+    /// `numpy.memmap`, when numpy is loaded: such arguments travel by reference to their file.
+    memmap: Option<Py<PyAny>>,
 }
 
 impl TaskPickler {
@@ -144,7 +146,49 @@ impl TaskPickler {
             functions: Vec::new(),
             previous: None,
             new_batch,
+            memmap: py
+                .import("sys")?
+                .getattr("modules")?
+                .get_item("numpy")
+                .ok()
+                .and_then(|np| np.getattr("memmap").ok())
+                .map(Bound::unbind),
         })
+    }
+
+    /// The arguments with each `numpy.memmap` among them (positional, or a keyword's value)
+    /// replaced by a reference to its file, when it has one; unchanged (no copy) otherwise.
+    fn by_reference<'py>(
+        &self,
+        py: Python<'py>,
+        args: Bound<'py, PyTuple>,
+        kwargs: Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyAny>)> {
+        let Some(memmap) = &self.memmap else {
+            return Ok((args, kwargs));
+        };
+        let memmap = memmap.bind(py);
+        let kwargs_dict = kwargs.cast::<PyDict>()?;
+        let is_memmap = |x: &Bound<'py, PyAny>| x.is_instance(memmap).unwrap_or(false);
+        if !args.iter().any(|a| is_memmap(&a))
+            && !kwargs_dict.values().iter().any(|v| is_memmap(&v))
+        {
+            return Ok((args, kwargs));
+        }
+        let codec = crate::codec(py)?;
+        let swap = |x: Bound<'py, PyAny>| -> PyResult<Bound<'py, PyAny>> {
+            if !is_memmap(&x) {
+                return Ok(x);
+            }
+            let reference = codec.call_method1(pyo3::intern!(py, "memmap_reference"), (&x,))?;
+            Ok(if reference.is_none() { x } else { reference })
+        };
+        let args = PyTuple::new(py, args.iter().map(&swap).collect::<PyResult<Vec<_>>>()?)?;
+        let swapped = PyDict::new(py);
+        for (k, v) in kwargs_dict.iter() {
+            swapped.set_item(k, swap(v)?)?;
+        }
+        Ok((args, swapped.into_any()))
     }
 
     /// The task's function for the wire: pickled if it is the first of its batch or differs
@@ -193,15 +237,13 @@ impl TaskPickler {
             Some(k) => k.bind(py).clone().into_any(),
             None => PyDict::new(py).into_any(),
         };
-        let payload = PyTuple::new(py, [t.args.bind(py).clone().into_any(), kwargs.clone()])?;
+        let (args, kwargs) = self.by_reference(py, t.args.bind(py).clone(), kwargs)?;
+        let payload = PyTuple::new(py, [args.clone().into_any(), kwargs.clone()])?;
         let call = match self.pickler.dump(py, payload.as_any())? {
             Some(call) => call,
             None => {
                 let out = crate::codec(py)?
-                    .call_method1(
-                        pyo3::intern!(py, "encode_args"),
-                        (index, t.args.bind(py), kwargs),
-                    )?
+                    .call_method1(pyo3::intern!(py, "encode_args"), (index, args, kwargs))?
                     .cast_into::<PyTuple>()?;
                 pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?)?
             }
