@@ -239,6 +239,7 @@ class Parallel:
             progress=self.progress,
             nested_levels=1,
             inner_max_num_threads=getattr(self._backend, "inner_max_num_threads", None),
+            backend_name="SequentialBackend" if engine == "sequential" else type(self._backend).__name__,
         )
         if not self.return_generator:
             return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import threading
 import warnings
 
@@ -311,6 +312,22 @@ def test_verbose_zero_is_silent(backend, capfd):
     Parallel(n_jobs=2, backend=backend, verbose=0)(delayed(h.square)(i) for i in range(4))
     out, err = capfd.readouterr()
     assert "Parallel" not in out + err
+
+
+@pytest.mark.parametrize(
+    "backend, n_jobs, name",
+    [("loky", 2, "LokyBackend"), ("threading", 2, "ThreadingBackend"),
+     ("multiprocessing", 2, "MultiprocessingBackend"), ("loky", 1, "SequentialBackend")],
+)
+def test_verbose_lines_are_joblibs(backend, n_jobs, name):
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        Parallel(n_jobs=n_jobs, backend=backend, verbose=10)(delayed(h.square)(i) for i in range(4))
+    lines = buf.getvalue().splitlines()
+    prefix = f"[Parallel(n_jobs={n_jobs})]: "
+    assert lines[0] == f"{prefix}Using backend {name} with {n_jobs} concurrent workers."
+    # joblib's " %5.1fs" after "elapsed:": four spaces before a time under 10 s.
+    assert re.fullmatch(re.escape(prefix) + r"Done   4 out of   4 \| elapsed:    \d\.\ds finished", lines[-1]), lines
 
 
 def test_verbose_goes_through_sys_stderr():

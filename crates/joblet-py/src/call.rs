@@ -355,7 +355,7 @@ fn backend_named(name: &str) -> PyResult<Backend> {
 #[pyfunction]
 #[pyo3(signature = (tasks, *, backend, n_jobs, batch_size=None, pre_dispatch=None,
                     timeout=None, verbose=0, return_as="list", max_nbytes=None, progress=None,
-                    nested_levels=0, inner_max_num_threads=None))]
+                    nested_levels=0, inner_max_num_threads=None, backend_name=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     py: Python<'_>,
@@ -371,6 +371,7 @@ pub(crate) fn run(
     progress: Option<Py<PyAny>>,
     nested_levels: usize,
     inner_max_num_threads: Option<usize>,
+    backend_name: Option<String>,
 ) -> PyResult<Py<PyAny>> {
     let backend = backend_named(backend)?;
     if !crate::is_open() {
@@ -402,6 +403,9 @@ pub(crate) fn run(
     });
     if let Some(b) = batch_size {
         par = par.batch_size(b);
+    }
+    if let Some(name) = backend_name {
+        par = par.backend_name(name);
     }
     if let Some(n) = inner_max_num_threads {
         par = par.inner_max_num_threads(n);

@@ -61,6 +61,7 @@ pub struct Parallel {
     interrupt: Option<crate::scheduler::InterruptCheck>,
     input_scope: Option<crate::scheduler::feed::InputScope>,
     inner_max_num_threads: Option<usize>,
+    backend_name: Option<String>,
 }
 
 impl std::fmt::Debug for Parallel {
@@ -77,6 +78,7 @@ impl std::fmt::Debug for Parallel {
             .field("nested_levels", &self.nested_levels)
             .field("input_scope", &self.input_scope.is_some())
             .field("inner_max_num_threads", &self.inner_max_num_threads)
+            .field("backend_name", &self.backend_name)
             .finish()
     }
 }
@@ -117,6 +119,14 @@ impl Parallel {
     /// front takes the GIL here once per batch instead of once per item.
     pub fn input_scope(mut self, scope: impl Fn(&mut dyn FnMut()) + Send + Sync + 'static) -> Self {
         self.input_scope = Some(Arc::new(scope));
+        self
+    }
+
+    /// The backend's name in the `verbose` lines ("Using backend NAME with ..."), instead of
+    /// the engine's (`Threads`, `Processes`, `Sequential`): the Python front gives joblib's
+    /// class names (`LokyBackend`, ...).
+    pub fn backend_name(mut self, name: impl Into<String>) -> Self {
+        self.backend_name = Some(name.into());
         self
     }
 
@@ -276,7 +286,10 @@ impl Parallel {
             self.verbose,
             self.verbose_sink.clone(),
             plan.workers,
-            &plan.backend.to_string(),
+            &self
+                .backend_name
+                .clone()
+                .unwrap_or_else(|| plan.backend.to_string()),
         );
         let (slots, runners): SlotsAndRunners<J> = match plan.backend {
             Backend::Sequential => (vec![Slot::in_memory()], Vec::new()),

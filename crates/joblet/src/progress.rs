@@ -199,12 +199,12 @@ impl Verbose {
     }
 }
 
-/// joblib's time format: seconds with one decimal, minutes past a minute.
+/// joblib's time format: seconds with one decimal after a space, minutes past a minute.
 fn short_time(secs: f64) -> String {
     if secs > 60.0 {
         format!("{:4.1}min", secs / 60.0)
     } else {
-        format!("{secs:5.1}s")
+        format!(" {secs:5.1}s")
     }
 }
 

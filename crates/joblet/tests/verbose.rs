@@ -57,8 +57,9 @@ fn verbose_lines_go_to_stderr_below_50_and_follow_joblib_format() {
         "[Parallel(n_jobs=2)]: Using backend Threads with 2 concurrent workers."
     );
     let last = lines.last().unwrap();
+    // joblib's time: " %5.1fs" (a space, then five characters for the seconds).
     assert!(
-        last.starts_with("[Parallel(n_jobs=2)]: Done  20 out of  20 | elapsed: "),
+        last.starts_with("[Parallel(n_jobs=2)]: Done  20 out of  20 | elapsed:    0."),
         "{last}"
     );
     assert!(last.ends_with("s finished"), "{last}");
@@ -86,6 +87,24 @@ fn verbose_from_50_goes_to_stdout_and_level_0_is_silent() {
     );
     let (stdout, stderr) = run_child(0);
     assert!(joblet_lines(&stdout).is_empty() && joblet_lines(&stderr).is_empty());
+}
+
+#[test]
+fn the_front_can_name_the_backend() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    joblet::Parallel::new()
+        .n_jobs(2)
+        .verbose(10)
+        .backend_name("LokyBackend")
+        .verbose_to(move |text, _| sink.lock().unwrap().push(text.to_string()))
+        .run((0..4).map(|i| move || i))
+        .unwrap();
+    let lines = lines.lock().unwrap();
+    assert_eq!(
+        lines[0],
+        "[Parallel(n_jobs=2)]: Using backend LokyBackend with 2 concurrent workers.\n"
+    );
 }
 
 #[test]
