@@ -199,6 +199,9 @@ class _Record:
         return f"tasks {self.first} to {self.first + self.size - 1} (one batch) were"
 
 
+_END = object()  # Call._next_value: no more results
+
+
 class _TimedOut(Exception):
     """The backend's ``retrieve_result`` gave up after the call's timeout."""
 
@@ -293,33 +296,41 @@ class Call:
 
     def __next__(self) -> Any:
         try:
-            while True:
-                if self._values:
-                    value = self._values.popleft()
-                    if not self._values:
-                        self._hand_over_done()
-                    return value
-                if self.closed and not self._records:
-                    raise StopIteration
-                record = self._next_completed()
-                if record is not None:
-                    del self._records[record.number]
-                    self._values.extend(record.values or ())
-                    self._current = record
-                    if not self._values:
-                        self._hand_over_done()
-                    continue
-                self._step()
-                if self._exhausted and self._settled == self._submitted:
-                    # Every result is here: the backend can go before they are all consumed.
-                    self._shutdown(abort=False)
-        except StopIteration:
-            raise
-        except BaseException:
+            value = self._next_value()
+        except BaseException as e:
             self._records.clear()
             self._values.clear()
             self._shutdown(abort=True)
+            if isinstance(e, StopIteration):
+                # A task's StopIteration would read as the end of the results (PEP 479's
+                # case), as in the engine's generators.
+                raise RuntimeError("a task raised StopIteration") from e
             raise
+        if value is _END:
+            raise StopIteration
+        return value
+
+    def _next_value(self) -> Any:
+        while True:
+            if self._values:
+                value = self._values.popleft()
+                if not self._values:
+                    self._hand_over_done()
+                return value
+            if self.closed and not self._records:
+                return _END
+            record = self._next_completed()
+            if record is not None:
+                del self._records[record.number]
+                self._values.extend(record.values or ())
+                self._current = record
+                if not self._values:
+                    self._hand_over_done()
+                continue
+            self._step()
+            if self._exhausted and self._settled == self._submitted:
+                # Every result is here: the backend can go before they are all consumed.
+                self._shutdown(abort=False)
 
     def close(self) -> None:
         """Stops the call (an abandoned generator): ``abort_everything`` if batches still

@@ -292,6 +292,20 @@ def test_the_first_error_aborts_the_rest():
     ]
 
 
+def test_a_tasks_stop_iteration_does_not_end_a_generator():
+    def task(i):
+        if i == 2:
+            raise StopIteration("from a task")
+        return i
+
+    gen = Parallel(n_jobs=2, backend=ExecutorBackend(), batch_size=1, return_as="generator")(
+        delayed(task)(i) for i in range(5)
+    )
+    with pytest.raises(RuntimeError, match="a task raised StopIteration") as info:
+        list(gen)
+    assert isinstance(info.value.__cause__, StopIteration)
+
+
 def test_input_iterator_error_is_raised():
     def tasks():
         yield delayed(h.square)(1)
