@@ -6,6 +6,7 @@ same key, which wins over the default. The configuration is per thread, as in jo
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Optional
 
@@ -58,17 +59,14 @@ def resolve(value: Any, key: str, config: Optional[dict[str, Any]] = None) -> An
 
 def _backend_instance(backend: Any, nesting_level: Optional[int], **params: Any) -> ParallelBackendBase:
     if isinstance(backend, str):
-        try:
-            factory = BACKENDS[backend]
-        except KeyError:
+        factory = BACKENDS.get(backend) or _registered_with_joblib(backend)
+        if factory is None:
             if backend == "dask":
                 raise ValueError(
                     "joblet's dask backend is not available: Please install dask and "
                     "distributed to use backend='dask'"
-                ) from None
-            raise ValueError(
-                f"Invalid backend: {backend}, expected one of {sorted(BACKENDS)}"
-            ) from None
+                )
+            raise ValueError(f"Invalid backend: {backend}, expected one of {sorted(BACKENDS)}")
         instance = factory(**params) if params else factory()
     elif hasattr(backend, "Pool") and hasattr(backend, "Lock"):
         # A multiprocessing context (joblib's way to pick a start method): joblet's workers
@@ -79,6 +77,15 @@ def _backend_instance(backend: Any, nesting_level: Optional[int], **params: Any)
     if getattr(instance, "nesting_level", None) is None:
         instance.nesting_level = nesting_level
     return instance
+
+
+def _registered_with_joblib(name: str) -> Any:
+    """A backend factory registered with joblib itself under a name joblet does not know:
+    third-party packages (ray's ``register_ray()``, for one) register their backends with
+    joblib, and these run as custom backends here. Only looked up when joblib is already
+    imported."""
+    registry = getattr(sys.modules.get("joblib.parallel"), "BACKENDS", None)
+    return registry.get(name) if isinstance(registry, dict) else None
 
 
 def get_active_backend(
@@ -118,8 +125,11 @@ def active_backend(
     if not explicit:
         backend = BACKENDS[_backends.DEFAULT_BACKEND](nesting_level=0)
     level = backend.nesting_level
-    threads_needed = (require == "sharedmem" and not backend.supports_sharedmem) or (
-        not explicit and prefer == "threads" and not backend.uses_threads
+    # (getattr: a backend written against joblib may lack the attributes.)
+    uses_threads = getattr(backend, "uses_threads", False)
+    sharedmem = getattr(backend, "supports_sharedmem", False)
+    threads_needed = (require == "sharedmem" and not sharedmem) or (
+        not explicit and prefer == "threads" and not uses_threads
     )
     if threads_needed:
         if verbose >= 10 and explicit:
@@ -131,7 +141,7 @@ def active_backend(
         config = dict(config)
         config["n_jobs"] = 1
         return BACKENDS[_backends.DEFAULT_THREAD_BACKEND](nesting_level=level), config
-    if not explicit and prefer == "processes" and backend.uses_threads:
+    if not explicit and prefer == "processes" and uses_threads:
         return BACKENDS[_backends.DEFAULT_PROCESS_BACKEND](nesting_level=level), dict(config)
     return backend, config
 
@@ -245,7 +255,8 @@ class parallel_backend(parallel_config):
 
 def register_parallel_backend(name: str, factory: Any, make_default: bool = False) -> None:
     """Makes ``factory`` (a ``ParallelBackendBase`` subclass or any callable returning an
-    instance) selectable as ``backend=name``; with ``make_default``, the default backend."""
+    instance) selectable as ``backend=name``; with ``make_default``, the default backend.
+    A backend with its own ``submit`` runs its tasks itself, driven as joblib drives it."""
     BACKENDS[name] = factory
     if make_default:
         _backends.DEFAULT_BACKEND = name

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
 import numbers
 import sys
+import uuid
 import warnings
 import weakref
 from typing import Any, Callable, Generator, Iterable, Optional
 
-from . import _core
+from . import _core, _custom
 from ._config import DEFAULTS, _Unset, active_backend, resolve, _backend_instance
-from ._backends import BACKENDS, ParallelBackendBase, SequentialBackend
+from ._backends import BACKENDS, SequentialBackend, looks_like_backend, runs_on_engine
 
 
 class _Delayed(_core.Delayed):
@@ -67,6 +70,11 @@ class Parallel:
     with the worker's traceback as its ``__cause__``; a dead worker raises
     ``TerminatedWorkerError``; ``timeout`` raises ``multiprocessing.TimeoutError``, and on
     processes kills the stuck worker.
+
+    ``backend`` may also be a custom joblib backend (a ``ParallelBackendBase`` subclass
+    with its own ``submit``, registered with ``register_parallel_backend`` or passed as an
+    instance): it runs the batches, driven as joblib drives it (``joblet._custom``), and
+    extra keyword arguments go to its ``configure``.
 
     Beyond joblib: ``progress`` takes a callable ``(completed, total)`` (``total`` is None
     until the input is exhausted), or ``True`` for a tqdm bar when tqdm is installed.
@@ -134,7 +142,7 @@ class Parallel:
 
         if backend is DEFAULTS["backend"] or backend is None:
             backend = active
-        elif isinstance(backend, ParallelBackendBase):
+        elif looks_like_backend(backend):
             if backend.nesting_level is None:
                 backend.nesting_level = level
         elif isinstance(backend, str) or (hasattr(backend, "Pool") and hasattr(backend, "Lock")):
@@ -164,33 +172,72 @@ class Parallel:
         self._backend = backend
         self.progress = _progress_callback(progress)
         self._generator_ref: Optional[weakref.ref] = None
+        self._extra_kwargs = backend_kwargs
+        self._settings = settings
+        self._managed_backend = False
+        self._custom_call: Optional[weakref.ref] = None
         unknown = sorted(backend_kwargs)
-        if unknown:
+        if unknown and runs_on_engine(backend):
             raise TypeError(
                 f"Parallel got backend parameters joblet does not support: {', '.join(unknown)} "
                 "(joblet's process pool is shared and reused across calls; per-call worker "
                 "initializers and executor options are not available)"
             )
 
+    @functools.cached_property
+    def _backend_kwargs(self) -> dict[str, Any]:
+        """What joblib hands a backend's ``configure``: the settings and the extra keyword
+        arguments (built on first use: joblet's own backends never need it)."""
+        return {
+            **self._extra_kwargs,
+            **self._settings,
+            "verbose": max(0, self.verbose - 50),
+            "context": multiprocessing.get_context(),
+        }
+
+    @functools.cached_property
+    def _id(self) -> str:
+        """A unique id of this ``Parallel`` (joblib's; some backends key resources by it)."""
+        return uuid.uuid4().hex
+
     def __enter__(self) -> "Parallel":
+        # A custom backend is configured once for the block and terminated at its end, as in
+        # joblib; joblet's own backends need neither (the worker pool is process-wide).
+        if not runs_on_engine(self._backend):
+            _custom.configure(self)
+        self._managed_backend = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        pass
+        self._managed_backend = False
+        _custom.release(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_jobs={self.n_jobs})"
 
+    def _initialize_backend(self) -> int:
+        """Prepares the backend as joblib does (a custom backend's ``configure``); the number
+        of workers."""
+        return _custom.configure(self)
+
+    def _effective_n_jobs(self) -> int:
+        """The number of workers a call made now would get."""
+        return self._backend.effective_n_jobs(self.n_jobs)
+
+    def _print(self, msg: str) -> None:
+        """A verbose line, as joblib writes it (backends call this too)."""
+        if not self.verbose:
+            return
+        stream = sys.stderr if self.verbose < 50 else sys.stdout
+        stream.write(f"[{self}]: {msg}\n")
+
     def _engine_plan(self) -> tuple[str, int]:
         """The engine backend and worker count for a call made here."""
         backend = self._backend
-        engine = backend.engine
+        engine = getattr(backend, "engine", None)
         if engine is None:
-            raise NotImplementedError(
-                f"backend {type(backend).__name__} is a custom joblib backend; joblet runs "
-                "its built-in backends (loky, multiprocessing, threading, sequential) and does "
-                "not run custom backends yet"
-            )
+            # A custom backend whose configure() said one worker: the caller runs the tasks.
+            return "sequential", 1
         n = backend.effective_n_jobs(self.n_jobs)
         depth = _core.nesting_depth()
         if depth >= 2 or (depth == 1 and engine == "sequential"):
@@ -208,6 +255,10 @@ class Parallel:
                 "you must wait for the completion of all the previous tasks, or clean all "
                 "references to the output generator."
             )
+        if not runs_on_engine(self._backend):
+            custom = _custom.run(self, iterable)
+            if custom is not None:
+                return self._hand_over(custom)
         engine, n = self._engine_plan()
         if n == 1:
             engine = "sequential"
@@ -241,6 +292,10 @@ class Parallel:
             inner_max_num_threads=getattr(self._backend, "inner_max_num_threads", None),
             backend_name="SequentialBackend" if engine == "sequential" else type(self._backend).__name__,
         )
+        return self._hand_over(out)
+
+    def _hand_over(self, out: Any) -> Any:
+        """The call's result: the list, or a generator over the running call."""
         if not self.return_generator:
             return out
         gen = self._generate(out)
