@@ -123,7 +123,14 @@ def active_backend(
         )
     explicit = backend is not None
     if not explicit:
-        backend = BACKENDS[_backends.DEFAULT_BACKEND](nesting_level=0)
+        depth = _core.nesting_depth()
+        if depth == 0:
+            backend = BACKENDS[_backends.DEFAULT_BACKEND](nesting_level=0)
+        else:
+            # Inside a task of a call (a worker thread or process): joblib's nested backend,
+            # threads one level down, then sequential.
+            name = "threading" if depth == 1 else "sequential"
+            backend = BACKENDS[name](nesting_level=depth)
     level = backend.nesting_level
     # (getattr: a backend written against joblib may lack the attributes.)
     uses_threads = getattr(backend, "uses_threads", False)

@@ -249,3 +249,19 @@ def write_first(a, value):
         if hasattr(a, "flush"):
             a.flush()
     return getattr(a, "filename", None) is not None, writable, float(a.flat[-1])
+
+
+def active_backend_here(_):
+    """The backend a Parallel without arguments would use inside this task, and its nesting
+    level."""
+    from joblet._config import get_active_backend
+
+    backend, _ = get_active_backend()
+    return type(backend).__name__, backend.nesting_level
+
+
+def nested_active_backend(_):
+    """`active_backend_here` one level deeper: inside a task of a threads call made here."""
+    from joblet import Parallel, delayed
+
+    return Parallel(n_jobs=2, backend="threading")(delayed(active_backend_here)(i) for i in range(2))

@@ -220,3 +220,15 @@ def test_a_multiprocessing_context_as_backend_runs_on_worker_processes():
 def test_dask_without_dask_says_to_install_it():
     with pytest.raises(ValueError, match="Please install dask"):
         parallel_config("dask")
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+def test_active_backend_inside_tasks_is_the_nested_one(backend):
+    from joblet._config import get_active_backend
+
+    top, _ = get_active_backend()
+    assert (type(top).__name__, top.nesting_level) == ("LokyBackend", 0)
+    inside = Parallel(n_jobs=2, backend=backend)(delayed(h.active_backend_here)(i) for i in range(2))
+    assert inside == [("ThreadingBackend", 1)] * 2
+    deeper = Parallel(n_jobs=2, backend=backend)(delayed(h.nested_active_backend)(i) for i in range(2))
+    assert deeper == [[("SequentialBackend", 2)] * 2] * 2
