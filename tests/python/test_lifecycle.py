@@ -125,3 +125,31 @@ def test_calling_a_busy_parallel_again_raises_until_its_generator_is_gone():
 def test_backend_parameters_joblet_cannot_honour_are_refused_by_name():
     with pytest.raises(TypeError, match="initializer"):
         Parallel(n_jobs=2, initializer=print, initargs=(1,))
+
+
+@pytest.mark.timeout(120)
+def test_runaway_recursion_of_calls_is_a_recursion_error_not_a_crash():
+    # Every level of a recursive Parallel goes through the engine's native frames on an
+    # engine thread: its stack must outlast Python's recursion limit. With Rust's default
+    # 2 MiB, this sequence crashed (SIGSEGV) about one run in two.
+    script = """
+        from joblet import Parallel, delayed, parallel_config
+        def recurse():
+            return Parallel()(delayed(recurse)() for _ in range(2))
+        for backend in ["loky", "threading", "loky", "threading"]:
+            with parallel_config(backend, n_jobs=2):
+                try:
+                    recurse()
+                except BaseException as e:
+                    print(backend, type(e).__name__, flush=True)
+    """
+    for _ in range(4):
+        out = _run(script)
+        assert out.returncode == 0, (out.returncode, out.stdout, out.stderr[-2000:])
+        lines = out.stdout.split("\n")[:-1]
+        assert [line.split()[0] for line in lines] == ["loky", "threading", "loky", "threading"], out
+        for line in lines:
+            backend, error = line.split()
+            # joblib accepts a worker that could not send its RecursionError back, too.
+            allowed = {"RecursionError"} | ({"TerminatedWorkerError", "PicklingError"} if backend == "loky" else set())
+            assert error in allowed, line
