@@ -343,7 +343,10 @@ class LokyBackend(ParallelBackendBase):
 
 
 class MultiprocessingBackend(LokyBackend):
-    """joblib's ``multiprocessing`` backend: in joblet, the same process pool as ``loky``."""
+    """joblib's ``multiprocessing`` backend: in joblet, the same process pool as ``loky``.
+    As in joblib, it does not take ``inner_max_num_threads``."""
+
+    supports_inner_max_num_threads = False
 
 
 BACKENDS: dict[str, Any] = {

@@ -209,7 +209,11 @@ class parallel_config:
                 "string."
             )
         parent = self.old_parallel_config["backend"]
-        level = 0 if parent is DEFAULTS["backend"] else parent.nesting_level
+        if parent is DEFAULTS["backend"]:
+            # No enclosing configuration: the level of where this runs (1 inside a task).
+            level = _core.nesting_depth()
+        else:
+            level = parent.nesting_level
         instance = _backend_instance(backend, level, **params)
         if inner_max_num_threads is not None:
             if not getattr(instance, "supports_inner_max_num_threads", False):
