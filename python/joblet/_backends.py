@@ -341,12 +341,43 @@ class LokyBackend(ParallelBackendBase):
     supports_return_generator = True
     supports_inner_max_num_threads = True
 
+    def effective_n_jobs(self, n_jobs: int) -> int:
+        n = super().effective_n_jobs(n_jobs)
+        if n != 1 and _in_worker_thread():
+            # joblib's rule and words: no processes below threads.
+            warnings.warn(
+                f"{self._kind}-backed parallel loops cannot be nested below threads, "
+                "setting n_jobs=1",
+                stacklevel=3,
+            )
+            return 1
+        return n
+
+    _kind = "Loky"
+
 
 class MultiprocessingBackend(LokyBackend):
     """joblib's ``multiprocessing`` backend: in joblet, the same process pool as ``loky``.
-    As in joblib, it does not take ``inner_max_num_threads``."""
+    As in joblib, it does not take ``inner_max_num_threads``, nor run inside a worker."""
 
     supports_inner_max_num_threads = False
+    _kind = "Multiprocessing"
+
+    def effective_n_jobs(self, n_jobs: int) -> int:
+        n = super().effective_n_jobs(n_jobs)
+        if n != 1 and _core.nesting_depth() > 0:
+            warnings.warn(
+                "Multiprocessing-backed parallel loops cannot be nested, setting n_jobs=1",
+                stacklevel=3,
+            )
+            return 1
+        return n
+
+
+def _in_worker_thread() -> bool:
+    """Whether this runs in a task on a worker thread (of joblet's engine, or of a thread
+    pool a task started), where joblib refuses to start processes."""
+    return _core.nesting_depth() > 0 and threading.current_thread() is not threading.main_thread()
 
 
 BACKENDS: dict[str, Any] = {

@@ -265,3 +265,21 @@ def nested_active_backend(_):
     from joblet import Parallel, delayed
 
     return Parallel(n_jobs=2, backend="threading")(delayed(active_backend_here)(i) for i in range(2))
+
+
+def nested_call_warnings(backend):
+    """Makes a 2-job call with `backend` here; returns the warnings it raised and whether its
+    tasks ran in this very thread and process."""
+    import warnings
+
+    from joblet import Parallel, delayed
+
+    here = (os.getpid(), threading.get_ident())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        where = Parallel(n_jobs=2, backend=backend)(delayed(_where)(i) for i in range(4))
+    return [str(w.message) for w in caught], all(w == here for w in where)
+
+
+def _where(_):
+    return os.getpid(), threading.get_ident()

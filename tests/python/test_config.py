@@ -232,3 +232,23 @@ def test_active_backend_inside_tasks_is_the_nested_one(backend):
     assert inside == [("ThreadingBackend", 1)] * 2
     deeper = Parallel(n_jobs=2, backend=backend)(delayed(h.nested_active_backend)(i) for i in range(2))
     assert deeper == [[("SequentialBackend", 2)] * 2] * 2
+
+
+@pytest.mark.parametrize(
+    "outer, inner, message",
+    [
+        ("threading", "loky", "Loky-backed parallel loops cannot be nested below threads, setting n_jobs=1"),
+        ("threading", "multiprocessing", "Multiprocessing-backed parallel loops cannot be nested below threads, setting n_jobs=1"),
+        ("loky", "multiprocessing", "Multiprocessing-backed parallel loops cannot be nested, setting n_jobs=1"),
+        ("loky", "loky", None),
+        ("loky", "threading", None),
+    ],
+)
+def test_process_backends_nested_where_joblib_refuses_them_warn_and_run_in_place(outer, inner, message):
+    out = Parallel(n_jobs=2, backend=outer)(delayed(h.nested_call_warnings)(inner) for _ in range(2))
+    for warned, in_place in out:
+        if message is None:
+            assert warned == []
+        else:
+            assert warned == [message]
+            assert in_place, "n_jobs=1 must run the tasks in the calling thread"
