@@ -176,13 +176,27 @@ class Parallel:
         self._settings = settings
         self._managed_backend = False
         self._custom_call: Optional[weakref.ref] = None
-        unknown = sorted(backend_kwargs)
-        if unknown and runs_on_engine(backend):
-            raise TypeError(
-                f"Parallel got backend parameters joblet does not support: {', '.join(unknown)} "
-                "(joblet's process pool is shared and reused across calls; per-call worker "
-                "initializers and executor options are not available)"
-            )
+        self._initializer: Optional[tuple[Callable[..., Any], tuple]] = None
+        if runs_on_engine(backend):
+            # parallel_config's backend parameters, then Parallel's own.
+            options = {**(getattr(backend, "backend_kwargs", None) or {}), **backend_kwargs}
+            initializer, initargs = options.pop("initializer", None), options.pop("initargs", ())
+            unknown = sorted(options)
+            if unknown:
+                raise TypeError(
+                    f"Parallel got backend parameters joblet does not support: "
+                    f"{', '.join(unknown)} (joblet's process pool is shared and reused across "
+                    "calls; executor options other than initializer/initargs are not available)"
+                )
+            if initializer is not None:
+                if backend.engine != "processes":
+                    raise TypeError(
+                        f"initializer is for process backends (loky, multiprocessing), not "
+                        f"{type(backend).__name__}"
+                    )
+                if not callable(initializer):
+                    raise TypeError(f"initializer must be callable, got {initializer!r}")
+                self._initializer = (initializer, tuple(initargs))
 
     @functools.cached_property
     def _backend_kwargs(self) -> dict[str, Any]:
@@ -275,7 +289,9 @@ class Parallel:
             timeout = None
         if engine == "processes":
             _core.set_worker_command(
-                sys.executable, ["-m", "joblet._worker", json.dumps(sys.path)], _worker_env()
+                sys.executable,
+                ["-m", "joblet._worker", json.dumps(sys.path)],
+                _worker_env(self._initializer),
             )
         out = _core.run(
             iter(iterable),
@@ -311,14 +327,31 @@ class Parallel:
             self._generator_ref = None
 
 
-def _worker_env() -> list[tuple[str, str]]:
+# Linux refuses a single environment string above 128 KiB.
+_MAX_INITIALIZER_BYTES = 60 * 1024
+
+
+def _worker_env(initializer: Optional[tuple[Callable[..., Any], tuple]]) -> list[tuple[str, str]]:
     """What worker processes need in their environment: the caller's multiprocessing
     ``authkey`` (when multiprocessing is in use), so that ``Manager()`` proxies passed to
-    tasks can connect. Workers are new interpreters, not forks: they would have their own."""
+    tasks can connect (workers are new interpreters, not forks: they would have their own);
+    and the call's ``initializer`` with its ``initargs``, pickled, which each worker runs once
+    when it starts. Workers started with another environment are not reused by the call."""
+    env = []
     mp = sys.modules.get("multiprocessing.process")
-    if mp is None:
-        return []
-    return [("JOBLET_MP_AUTHKEY", bytes(mp.current_process().authkey).hex())]
+    if mp is not None:
+        env.append(("JOBLET_MP_AUTHKEY", bytes(mp.current_process().authkey).hex()))
+    if initializer is not None:
+        import cloudpickle
+
+        blob = cloudpickle.dumps(initializer)
+        if len(blob) > _MAX_INITIALIZER_BYTES:
+            raise ValueError(
+                f"initializer and initargs pickle to {len(blob)} bytes; joblet passes them to "
+                f"workers in their environment, which takes at most {_MAX_INITIALIZER_BYTES}"
+            )
+        env.append(("JOBLET_WORKER_INIT", blob.hex()))
+    return env
 
 
 def _progress_callback(progress: Any) -> Optional[Callable[[int, Optional[int]], None]]:

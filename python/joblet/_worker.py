@@ -3,7 +3,8 @@
 The parent's ``sys.path`` comes first in the argument list, so that functions pickled by
 reference import here as they do in the caller. ``__main__`` is never imported: functions
 defined there travel by value (cloudpickle). ``JOBLET_MP_AUTHKEY`` in the environment is the
-caller's multiprocessing authkey (hex).
+caller's multiprocessing authkey (hex); ``JOBLET_WORKER_INIT`` the call's ``initializer`` and
+``initargs`` (pickled, hex), run once before serving.
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ def main() -> None:
         import multiprocessing
 
         multiprocessing.current_process().authkey = bytes.fromhex(authkey)
+    init = os.environ.pop("JOBLET_WORKER_INIT", None)
+    if init is not None:
+        # The call's initializer (after the authkey: its arguments may be Manager proxies).
+        # If it fails, this worker never says hello, and the call fails to start it.
+        import pickle
+        import traceback
+
+        try:
+            initializer, initargs = pickle.loads(bytes.fromhex(init))
+            initializer(*initargs)
+        except BaseException:
+            sys.stderr.write("joblet worker: the initializer failed:\n" + traceback.format_exc())
+            sys.stderr.flush()
+            os._exit(3)
     from joblet import _core
 
     code = _core.worker_main()

@@ -283,3 +283,21 @@ def nested_call_warnings(backend):
 
 def _where(_):
     return os.getpid(), threading.get_ident()
+
+
+INITIALIZED = None
+
+
+def remember(value):
+    """A worker initializer: stores `value` in this module."""
+    global INITIALIZED
+    INITIALIZED = value
+
+
+def initialized(_):
+    """What the initializer stored in this worker, and the worker's pid."""
+    return INITIALIZED, os.getpid()
+
+
+def refuse_to_start():
+    raise RuntimeError("this initializer fails")

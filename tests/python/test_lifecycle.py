@@ -12,6 +12,7 @@ import weakref
 
 import pytest
 
+import joblet
 from joblet import Parallel, delayed
 
 import joblet_test_helpers as h
@@ -123,8 +124,12 @@ def test_calling_a_busy_parallel_again_raises_until_its_generator_is_gone():
 
 
 def test_backend_parameters_joblet_cannot_honour_are_refused_by_name():
-    with pytest.raises(TypeError, match="initializer"):
-        Parallel(n_jobs=2, initializer=print, initargs=(1,))
+    # loky's executor options other than initializer/initargs mean nothing to joblet's pool.
+    with pytest.raises(TypeError, match="idle_worker_timeout"):
+        Parallel(n_jobs=2, idle_worker_timeout=10)
+    with pytest.raises(TypeError, match="idle_worker_timeout"):
+        with joblet.parallel_config(backend="loky", idle_worker_timeout=10):
+            Parallel(n_jobs=2)
 
 
 @pytest.mark.timeout(120)

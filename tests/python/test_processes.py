@@ -417,8 +417,12 @@ def test_inner_max_num_threads_and_later_env_changes_reach_the_workers(monkeypat
     share = str(max(joblet.cpu_count() // N_JOBS, 1))
 
     def seen():
+        # The values the tasks saw, and the pool's workers after the call (which of them ran
+        # the tasks is up to timing).
         out = Parallel(n_jobs=N_JOBS, batch_size=1)(delayed(h.thread_vars)(i) for i in range(4))
-        return {(omp, blas) for omp, blas, _ in out}, {pid for _, _, pid in out}
+        pool = {pid for pid, state in worker_children().items() if state != "Z"}
+        assert {pid for _, _, pid in out} <= pool
+        return {(omp, blas) for omp, blas, _ in out}, pool
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
@@ -479,3 +483,45 @@ def test_non_contiguous_memmap_views_travel_by_value(tmp_path):
     [(mapped, writable, last)] = Parallel(n_jobs=N_JOBS)(delayed(h.write_first)(p, -1.0) for p in [m[::2]])
     assert (mapped, writable, last) == (False, True, 98.0)
     assert m[0] == 0.0, "a copy must not write to the caller's file"
+
+
+# Worker initializers -----------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_initializer_runs_in_every_worker_and_same_ones_reuse_workers():
+    def run(value):
+        return Parallel(n_jobs=N_JOBS, batch_size=1, initializer=h.remember, initargs=(value,))(
+            delayed(h.initialized)(i) for i in range(6)
+        )
+
+    def pool():
+        return {pid for pid, state in worker_children().items() if state != "Z"}
+
+    first = run("a")
+    assert {v for v, _ in first} == {"a"}
+    workers = pool()
+    again = run("a")
+    assert {v for v, _ in again} == {"a"}
+    assert pool() == workers, "same initializer: same workers"
+    other = run("b")
+    assert {v for v, _ in other} == {"b"}
+    assert not pool() & workers, "other initargs: new workers"
+    with joblet.parallel_config(backend="loky", initializer=h.remember, initargs=("c",)):
+        assert {v for v, _ in Parallel(n_jobs=N_JOBS)(delayed(h.initialized)(i) for i in range(4))} == {"c"}
+    # A call without an initializer does not get initialized workers.
+    assert {v for v, _ in Parallel(n_jobs=N_JOBS)(delayed(h.initialized)(i) for i in range(4))} == {None}
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_initializer_fails_the_call_clearly_and_the_next_call_works():
+    # joblib raises TerminatedWorkerError (a RuntimeError) too; the worker's stderr has the
+    # initializer's traceback, and its exit code is 3.
+    with pytest.raises(TerminatedWorkerError, match="did not start.*standard error says why.*exit"):
+        Parallel(n_jobs=N_JOBS, initializer=h.refuse_to_start)(delayed(h.square)(i) for i in range(4))
+    assert Parallel(n_jobs=N_JOBS)(delayed(h.square)(i) for i in range(4)) == [0, 1, 4, 9]
+
+
+def test_initializer_on_threads_is_refused_by_name():
+    with pytest.raises(TypeError, match="initializer is for process backends"):
+        Parallel(n_jobs=2, backend="threading", initializer=h.remember, initargs=(1,))

@@ -85,9 +85,14 @@ pub(crate) fn from_engine<E>(
         Error::Input { index, message } => PyRuntimeError::new_err(format!(
             "reading task {index} from the input failed: {message}"
         )),
-        Error::WorkerStart(message) => {
-            PyRuntimeError::new_err(format!("worker processes could not start: {message}"))
-        }
+        // A subclass of RuntimeError, as before; joblib raises it when a worker dies at start
+        // (a failing initializer, for one).
+        Error::WorkerStart(message) => exception(
+            py,
+            "joblet._errors",
+            "TerminatedWorkerError",
+            format!("worker processes could not start: {message}"),
+        ),
         Error::Config(c) => PyValueError::new_err(c.to_string()),
         Error::Interrupted => {
             pyo3::exceptions::PyKeyboardInterrupt::new_err("the parallel call was interrupted")

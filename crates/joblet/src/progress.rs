@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn time_format_matches_joblib() {
-        assert_eq!(short_time(1.23), "  1.2s");
+        assert_eq!(short_time(1.23), "   1.2s");
         assert_eq!(short_time(90.0), " 1.5min");
     }
 

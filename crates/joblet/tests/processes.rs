@@ -2125,18 +2125,21 @@ fn run_program(name: &str) {
             }
         }
         "thread_env_changes" => {
-            // Each step: the OMP and OpenBLAS values its workers saw, and their pids.
+            // Each step: the OMP and OpenBLAS values its tasks saw, and the workers alive
+            // after it (the pool: which of its workers ran the tasks is up to timing).
             let step = |label: &str, p: Parallel| {
                 let seen = p
                     .batch_size(1)
                     .try_run((0..2).map(|_| env_and_pid::task()))
                     .expect("the env call");
-                let mut pids: Vec<u32> = seen.iter().map(|s| s.2).collect();
-                pids.sort_unstable();
-                pids.dedup();
+                let pool: Vec<u32> = children()
+                    .into_iter()
+                    .filter(|&(_, state)| state != 'Z')
+                    .map(|(pid, _)| pid)
+                    .collect();
                 let values: BTreeSet<(Option<String>, Option<String>)> =
                     seen.into_iter().map(|s| (s.0, s.1)).collect();
-                println!("step {label} {values:?} pids {pids:?}");
+                println!("step {label} {values:?} pids {pool:?}");
             };
             step("first", processes(2));
             step("again", processes(2));

@@ -337,11 +337,13 @@ pub(crate) fn handshake(
         Ok((Kind::Hello, ref payload)) if protocol::decode::<Hello>("Hello", payload).is_ok() => {}
         Ok((kind, _)) => return Err(fail(format!("it sent {kind:?} instead of Hello"))),
         Err(FrameError::Closed) => {
-            return Err(fail(
+            return Err(fail(if recipe.command.is_none() {
                 "it exited before the handshake: does the program call joblet::worker_hook() \
                  at the start of main?"
-                    .into(),
-            ))
+                    .into()
+            } else {
+                "it exited before the handshake: its standard error says why".into()
+            }))
         }
         Err(e) => {
             return Err(fail(format!(
