@@ -55,12 +55,17 @@ def encode_args(index: int, args: tuple, kwargs: dict | None) -> tuple[bytes, li
 def memmap_reference(a: Any) -> Any:
     """A stand-in for a ``numpy.memmap`` argument that pickles as a reference to its file (the
     worker maps the same bytes: writes through an ``r+`` mapping reach the caller's array),
-    or None for one that must travel by value: not backed by a file, or not contiguous."""
+    or None for one that must travel by value: not backed by a file, not contiguous, or
+    copy-on-write. The file must still be there (and the same) when the worker maps it."""
     import mmap
 
     import numpy as np
 
     if a.filename is None or not (a.flags.c_contiguous or a.flags.f_contiguous):
+        return None
+    if a.mode == "c":
+        # Copy-on-write: the caller's own writes live only in its private pages, which a
+        # worker mapping the file would not see.
         return None
     owner = a
     while isinstance(owner, np.memmap) and not isinstance(owner.base, mmap.mmap):

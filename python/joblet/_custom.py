@@ -37,6 +37,7 @@ The rules are the engine's (crates/joblet/src/scheduler/README.md):
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import itertools
 import multiprocessing
 import operator
@@ -460,7 +461,13 @@ class Call:
             self._to_retrieve = queue.SimpleQueue()
             threading.Thread(
                 target=_retrieve_in_order,
-                args=(self._backend, self._to_retrieve, self._events, self._parallel.timeout),
+                args=(
+                    self._backend,
+                    self._to_retrieve,
+                    self._events,
+                    self._parallel.timeout,
+                    self._over,
+                ),
                 name="joblet-custom-retrieve",
                 daemon=True,
             ).start()
@@ -587,29 +594,67 @@ class Call:
         )
 
 
+# How often the retriever thread looks up from a wait to see whether the call is over.
+_RETRIEVE_POLL = 0.1
+
+
 def _retrieve_in_order(
     backend: Any,
     records: "queue.SimpleQueue[Optional[_Record]]",
     events: "queue.SimpleQueue[tuple[_Record, Any, float]]",
     timeout: Optional[float],
+    over: threading.Event,
 ) -> None:
-    """The retriever thread of a backend without ``supports_retrieve_callback``."""
+    """The retriever thread of a backend without ``supports_retrieve_callback``. It stops
+    once the call is over: after an abort, a terminated pool may never answer
+    (``AsyncResult.get`` on a terminated ``multiprocessing`` pool blocks forever), so it
+    waits for what it knows how to wait for (``AsyncResult``, futures) in short steps."""
     while True:
         record = records.get()
-        if record is None:
+        if record is None or over.is_set():
             return
         started = time.monotonic()
-        try:
-            values = backend.retrieve_result(record.out, timeout=timeout)
-            outcome: tuple[bool, Any] = (True, values)
-        except (TimeoutError, multiprocessing.TimeoutError) as e:
+        timed_out = False
+        while True:
+            if over.is_set():
+                return
+            ready = _wait_ready(record.out, _RETRIEVE_POLL)
+            if ready is None or ready:
+                break
             if timeout is not None and time.monotonic() - started >= timeout:
-                outcome = (False, _TimedOut())
-            else:
-                outcome = (False, e)  # the task's own TimeoutError
-        except BaseException as e:
-            outcome = (False, e)
+                timed_out = True
+                break
+        if timed_out:
+            outcome: tuple[bool, Any] = (False, _TimedOut())
+        else:
+            left = None if timeout is None else max(timeout - (time.monotonic() - started), 0.0)
+            try:
+                outcome = (True, backend.retrieve_result(record.out, timeout=left))
+            except (TimeoutError, multiprocessing.TimeoutError) as e:
+                if timeout is not None and time.monotonic() - started >= timeout:
+                    outcome = (False, _TimedOut())
+                else:
+                    outcome = (False, e)  # the task's own TimeoutError
+            except BaseException as e:
+                outcome = (False, e)
         events.put((record, outcome, time.monotonic()))
+
+
+# How often the retriever thread looks up from a wait to see whether the call is over.
+_RETRIEVE_POLL = 0.1
+
+
+def _wait_ready(out: Any, seconds: float) -> Optional[bool]:
+    """Waits up to ``seconds`` for ``out`` to be ready, when it is a kind of result joblet
+    knows how to wait for: whether it is; None for any other kind."""
+    if isinstance(out, concurrent.futures.Future):
+        concurrent.futures.wait([out], timeout=seconds)
+        return out.done()
+    wait, ready = getattr(out, "wait", None), getattr(out, "ready", None)
+    if callable(wait) and callable(ready):  # multiprocessing's AsyncResult
+        wait(seconds)
+        return bool(ready())
+    return None
 
 
 def _with_remote_traceback(error: BaseException) -> BaseException:
@@ -679,7 +724,7 @@ class _Progress:
 
 
 def _short(seconds: float) -> str:
-    return f"{seconds / 60:4.1f}min" if seconds > 60 else f"{seconds:5.1f}s"
+    return f"{seconds / 60:4.1f}min" if seconds > 60 else f" {seconds:5.1f}s"
 
 
 # pre_dispatch ---------------------------------------------------------------------------

@@ -654,3 +654,25 @@ def test_batch_from_another_process_brings_its_traceback():
     assert isinstance(raised.__cause__, joblet.RemoteTraceback)
     assert "raise_at" in str(raised.__cause__)
     assert not hasattr(raised, "_joblet_remote_traceback")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore:`apply_async` is deprecated:DeprecationWarning")
+def test_a_failed_call_on_an_old_style_backend_leaves_no_retriever_thread():
+    # After the abort the pool is terminated: its AsyncResults never answer, and a retriever
+    # that waited on them without looking up stayed blocked forever, one thread per call.
+    release = threading.Event()
+
+    def task(i):
+        if i == 0:
+            raise ValueError("first task fails")
+        release.wait(30)  # still running when the call fails
+        return i
+
+    for _ in range(3):
+        with pytest.raises(ValueError, match="first task fails"):
+            Parallel(n_jobs=2, backend=OldStyleBackend(), batch_size=1)(delayed(task)(i) for i in range(6))
+    release.set()
+    for t in [t for t in threading.enumerate() if t.name == "joblet-custom-retrieve"]:
+        t.join(10)
+    assert not [t for t in threading.enumerate() if t.name == "joblet-custom-retrieve"]

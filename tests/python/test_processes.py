@@ -385,11 +385,14 @@ def test_arguments_and_results_keep_their_exact_types(args):
     assert got_args == args and got_kwargs == kwargs
 
 
-def test_shared_references_stay_shared():
-    inner = [1, 2]
-    [(_, _, ((outer,), _))] = Parallel(n_jobs=N_JOBS)(delayed(h.describe)([inner, inner]) for _ in range(1))
-    assert outer == [[1, 2], [1, 2]]
-    assert outer[0] is outer[1]
+@pytest.mark.parametrize(
+    "inner", [[1, 2], (1, 2), b"x" * 100_000, "y" * 1000], ids=["list", "tuple", "bytes", "str"]
+)
+def test_shared_references_stay_shared(inner):
+    # Also the size: one copy of a shared 100 KB bytes, not one per reference.
+    [(_, _, ((outer,), _))] = Parallel(n_jobs=N_JOBS)(delayed(h.describe)([inner] * 50) for _ in range(1))
+    assert outer == [inner] * 50
+    assert all(x is outer[0] for x in outer)
 
 
 # Functions travel once per batch ------------------------------------------------------------
@@ -464,9 +467,14 @@ def test_memmap_arguments_travel_by_reference(tmp_path, mode):
     calls = [delayed(h.write_first)(parts[0], -7.0), delayed(h.write_first)(a=parts[1], value=-7.0),
              delayed(h.write_first)(parts[2], value=-7.0)]  # positional and keyword arguments
     out = Parallel(n_jobs=N_JOBS)(calls)
-    assert [mapped for mapped, _, _ in out] == [True] * 3, "not mapped in the worker"
+    # Copy-on-write mappings travel by value: the caller's private writes are in no file.
+    assert [mapped for mapped, _, _ in out] == [mode != "c"] * 3
     assert [last for _, _, last in out] == [999.0, 999.0, 399.0]
     assert all(w == (mode != "r") for _, w, _ in out)
+    if mode == "c":
+        m[1] = -1.0  # a private write of the caller's: a worker must see it
+        [(_, _, last)] = Parallel(n_jobs=N_JOBS)(delayed(h.write_first)(p, 0.0) for p in [m[:2]])
+        assert last == -1.0
     fresh = np.fromfile(path, dtype=np.float64)
     if mode in ("r+", "w+"):
         # Written through the worker's mapping of the same file.

@@ -142,7 +142,7 @@ struct TaskPickler {
 impl TaskPickler {
     fn new(py: Python<'_>, new_batch: Arc<AtomicBool>) -> PyResult<Self> {
         Ok(TaskPickler {
-            pickler: Pickler::new(py)?,
+            pickler: Pickler::new(py, false)?,
             functions: Vec::new(),
             previous: None,
             new_batch,
@@ -245,7 +245,7 @@ impl TaskPickler {
                 let out = crate::codec(py)?
                     .call_method1(pyo3::intern!(py, "encode_args"), (index, args, kwargs))?
                     .cast_into::<PyTuple>()?;
-                pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?)?
+                pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?, false)?
             }
         };
         Ok(remote::py_task::task(function, call))

@@ -40,6 +40,8 @@ pub(crate) enum Format {
 pub(crate) enum Block {
     Lent(Lent),
     Owned(Vec<u8>),
+    /// A copy, in a buffer that goes back to [`SPARES`] once the frame is written.
+    Copied(Spare),
 }
 
 impl Block {
@@ -47,6 +49,7 @@ impl Block {
         match self {
             Block::Lent(l) => l.bytes(),
             Block::Owned(v) => v,
+            Block::Copied(c) => &c.0,
         }
     }
 
@@ -54,6 +57,7 @@ impl Block {
     pub(crate) fn into_python(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         match self {
             Block::Owned(v) => Ok(Bound::new(py, ReceivedBuffer::new(v))?.into_any()),
+            Block::Copied(c) => Ok(PyByteArray::new(py, &c.0).into_any()),
             Block::Lent(l) => Ok(PyByteArray::new(py, l.bytes()).into_any()),
         }
     }
@@ -77,12 +81,18 @@ pub(crate) struct Lent(ManuallyDrop<PyBuffer<u8>>);
 
 impl Lent {
     /// A contiguous byte view of `obj` (a `PickleBuffer`, whose `raw()` view is bytes
-    /// whatever its item type), or None when it has none.
-    fn of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<Lent> {
+    /// whatever its item type), or None when it has none, or when it is writable and
+    /// `writable` is false.
+    ///
+    /// A writable buffer may be written by Python code (the caller's input generator, which
+    /// may refill one array for every task) between now and the time the frame is written,
+    /// without the GIL: the caller copies those at once instead (under the GIL, in order with
+    /// the generator). Only the worker lends writable ones: it encodes each result right
+    /// after the task returns, in the same thread.
+    fn of(py: Python<'_>, obj: &Bound<'_, PyAny>, writable: bool) -> Option<Lent> {
         let raw = obj.call_method0(pyo3::intern!(py, "raw")).ok()?;
         let buffer = PyBuffer::<u8>::get(&raw).ok()?;
-        buffer
-            .is_c_contiguous()
+        (buffer.is_c_contiguous() && (writable || buffer.readonly()))
             .then(|| Lent(ManuallyDrop::new(buffer)))
     }
 
@@ -163,6 +173,8 @@ impl ReceivedBuffer {
 /// `pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)`, with what one caller
 /// reuses from one pickling to the next. One per thread of use: it owns its buffer list.
 pub(crate) struct Pickler {
+    /// Whether writable buffers are lent rather than copied at once (see [`Lent::of`]).
+    lend_writable: bool,
     marshal_dumps: Py<PyAny>,
     dumps: Py<PyAny>,
     kwargs: Py<PyDict>,
@@ -171,12 +183,13 @@ pub(crate) struct Pickler {
 }
 
 impl Pickler {
-    pub(crate) fn new(py: Python<'_>) -> PyResult<Self> {
+    pub(crate) fn new(py: Python<'_>, lend_writable: bool) -> PyResult<Self> {
         let buffers = PyList::empty(py);
         let kwargs = PyDict::new(py);
         kwargs.set_item("protocol", 5)?;
         kwargs.set_item("buffer_callback", buffers.getattr("append")?)?;
         Ok(Pickler {
+            lend_writable,
             marshal_dumps: py.import("marshal")?.getattr("dumps")?.unbind(),
             dumps: py.import("pickle")?.getattr("dumps")?.unbind(),
             kwargs: kwargs.unbind(),
@@ -201,7 +214,9 @@ impl Pickler {
         }
         let buffers = self.buffers.bind(py);
         let out = match self.dumps.bind(py).call((obj,), Some(self.kwargs.bind(py))) {
-            Ok(data) if !names_main(&data) => pickled(py, &data, buffers).map(Some),
+            Ok(data) if !names_main(&data) => {
+                pickled(py, &data, buffers, self.lend_writable).map(Some)
+            }
             _ => Ok(None),
         };
         if !buffers.is_empty() {
@@ -216,13 +231,17 @@ impl Pickler {
 const PLAIN_BUDGET: usize = 256;
 const PLAIN_DEPTH: usize = 8;
 
+/// Strings and bytes at least this long are looked for twice (see [`PlainWalk::shared`]).
+const SHARED_MIN: usize = 64;
+
 /// Looks through an object for [`PlainWalk::plain`].
 struct PlainWalk {
     budget: usize,
-    /// The lists and dicts seen, by address.
+    /// The lists, dicts, tuples and long strings and bytes seen, by address.
     containers: Vec<usize>,
-    /// Whether a list or dict was seen twice: marshal's format 2 would send two copies, so
-    /// the referencing format (slower: it builds a table for every call) is needed.
+    /// Whether one of them was seen twice: marshal's format 2 would send it twice (a copy
+    /// each time, two objects on arrival), so the referencing format (slower: it builds a
+    /// table for every call) is needed.
     shared: bool,
 }
 
@@ -247,14 +266,27 @@ impl PlainWalk {
         if obj.is_none()
             || obj.is_exact_instance_of::<PyInt>()
             || obj.is_exact_instance_of::<PyFloat>()
-            || obj.is_exact_instance_of::<PyString>()
             || obj.is_exact_instance_of::<PyBool>()
-            || obj.is_exact_instance_of::<PyBytes>()
             || obj.is_exact_instance_of::<PyComplex>()
         {
             return true;
         }
+        if let Ok(text) = obj.cast_exact::<PyString>() {
+            // A long string twice would travel twice: sharing it is worth a table.
+            if text.len().is_ok_and(|n| n >= SHARED_MIN) {
+                self.saw(obj);
+            }
+            return true;
+        }
+        if let Ok(bytes) = obj.cast_exact::<PyBytes>() {
+            if bytes.as_bytes().len() >= SHARED_MIN {
+                self.saw(obj);
+            }
+            return true;
+        }
         if let Ok(t) = obj.cast_exact::<PyTuple>() {
+            // Pickle keeps a tuple met twice one object; so does marshal's referencing format.
+            self.saw(obj);
             return t.iter().all(|x| self.plain(&x, depth - 1));
         }
         if let Ok(l) = obj.cast_exact::<PyList>() {
@@ -334,13 +366,14 @@ pub(crate) fn pickled(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
     buffers: &Bound<'_, PyAny>,
+    lend_writable: bool,
 ) -> PyResult<Pickled> {
     let mut out = Vec::new();
     for b in buffers.try_iter()? {
         let b = b?;
-        out.push(match Lent::of(py, &b) {
+        out.push(match Lent::of(py, &b, lend_writable) {
             Some(lent) => Block::Lent(lent),
-            None => Block::Owned(bytes_of(py, &b)?),
+            None => copy_of(py, &b)?,
         });
     }
     Ok(Pickled {
@@ -348,6 +381,64 @@ pub(crate) fn pickled(
         data: Buffer::from(bytes_of(py, data)?),
         buffers: out,
     })
+}
+
+/// A copy of an out-of-band buffer, made now (under the GIL): into a spare buffer when it is
+/// big and contiguous.
+fn copy_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Block> {
+    if let Ok(raw) = obj.call_method0(pyo3::intern!(py, "raw")) {
+        let buffer = PyBuffer::<u8>::get(&raw)?;
+        let len = buffer.len_bytes();
+        if len >= SPARE_MIN && buffer.is_c_contiguous() {
+            // SAFETY: a contiguous buffer of `len` bytes, held (and the GIL with it) while
+            // it is copied.
+            let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), len) };
+            return Ok(Block::Copied(Spare::copy_of(bytes)));
+        }
+    }
+    bytes_of(py, obj).map(Block::Owned)
+}
+
+/// Buffers of copies that need one: below this, the allocator reuses memory well enough.
+const SPARE_MIN: usize = 64 << 10;
+/// At most this much memory is kept in spare buffers, in at most this many.
+const SPARE_BYTES: usize = 256 << 20;
+const SPARE_COUNT: usize = 16;
+
+/// Buffers for the caller's copies of big writable arguments, kept from one task to the next.
+/// A copy into fresh memory faults its pages in one by one: about two thirds of the time of
+/// sending an 8 MB array (measured), which a reused buffer does not pay.
+static SPARES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// A copy in a spare buffer, which goes back to [`SPARES`] when dropped.
+pub(crate) struct Spare(Vec<u8>);
+
+impl Spare {
+    fn copy_of(bytes: &[u8]) -> Spare {
+        let reused = {
+            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+            // A buffer big enough but not wastefully so.
+            spares
+                .iter()
+                .position(|v| (bytes.len()..=2 * bytes.len()).contains(&v.capacity()))
+                .map(|i| spares.swap_remove(i))
+        };
+        let mut v = reused.unwrap_or_else(|| Vec::with_capacity(bytes.len()));
+        v.clear();
+        v.extend_from_slice(bytes);
+        Spare(v)
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: usize = spares.iter().map(Vec::capacity).sum();
+        if spares.len() < SPARE_COUNT && kept + v.capacity() <= SPARE_BYTES {
+            spares.push(v);
+        }
+    }
 }
 
 fn bytes_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {

@@ -50,15 +50,24 @@ struct Worker {
 
 const KEEP_FUNCTIONS: usize = 16;
 
+static WORKER: PyOnceLock<Worker> = PyOnceLock::new();
+
+/// A new batch starts in this worker: no task of it may refer to a function of the batch
+/// before (a `SameAsBefore` misrouted by a bug must fail, not call the wrong function).
+pub(crate) fn batch_starts(py: Python<'_>) {
+    if let Some(worker) = WORKER.get(py) {
+        *worker.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 fn run(
     py: Python<'_>,
     function: &Function,
     call: Pickled,
 ) -> PyResult<Result<Pickled, TaskFailure>> {
-    static WORKER: PyOnceLock<Worker> = PyOnceLock::new();
     let worker = WORKER.get_or_try_init(py, || {
         Ok::<_, PyErr>(Worker {
-            pickler: Pickler::new(py)?,
+            pickler: Pickler::new(py, true)?,
             functions: Mutex::new(Vec::new()),
             last: Mutex::new(None),
             sys: py.import("sys")?.unbind(),
@@ -125,7 +134,7 @@ impl Worker {
         let out = crate::codec(py)?
             .call_method1(pyo3::intern!(py, "cloud_dumps"), (result,))?
             .cast_into::<PyTuple>()?;
-        pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?)
+        pickling::pickled(py, &out.get_item(0)?, &out.get_item(1)?, true)
     }
 
     fn flush(&self, py: Python<'_>) {
