@@ -183,3 +183,14 @@ fn input_scope_wraps_each_batch_pull() {
     // 10 batches of 10, and at most one empty pull per worker to find the end.
     assert!((10..=12).contains(&n), "{n} scopes for 10 batches");
 }
+
+/// A scope that forgets to run the pull fails the call instead of ending it early, quietly.
+#[test]
+fn an_input_scope_that_skips_the_pull_is_an_input_error() {
+    let p = Parallel::new().n_jobs(2).input_scope(|_pull| {});
+    let err = p.run((0..10).map(|i| move || i)).unwrap_err();
+    assert!(
+        err.to_string().contains("input scope did not run the pull"),
+        "{err}"
+    );
+}

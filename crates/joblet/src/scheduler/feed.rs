@@ -274,7 +274,16 @@ impl<J> FeedState<J> {
             };
             jobs.reserve_exact(size);
             match scope {
-                Some(scope) => scope(&mut || input.pull(&mut jobs, size)),
+                Some(scope) => {
+                    let mut pulled = false;
+                    scope(&mut || {
+                        pulled = true;
+                        input.pull(&mut jobs, size);
+                    });
+                    // Else the empty pull would read as the end of the input: results lost
+                    // without a word.
+                    assert!(pulled, "the call's input scope did not run the pull");
+                }
                 None => input.pull(&mut jobs, size),
             }
             (size, input.left_at_most() == Some(0))
