@@ -533,3 +533,15 @@ def test_a_failing_initializer_fails_the_call_clearly_and_the_next_call_works():
 def test_initializer_on_threads_is_refused_by_name():
     with pytest.raises(TypeError, match="initializer is for process backends"):
         Parallel(n_jobs=2, backend="threading", initializer=h.remember, initargs=(1,))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, "auto"])
+def test_many_functions_in_one_call_each_run_their_own(batch_size):
+    # More distinct functions than joblet keeps by id on either side (ids are then sent
+    # again): each task still runs its own function.
+    import functools
+
+    functions = [functools.partial(h.add, y=k) for k in range(150)]
+    order = [(i * 7) % 150 for i in range(600)]
+    out = Parallel(n_jobs=N_JOBS, batch_size=batch_size)(delayed(functions[k])(1000) for k in order)
+    assert out == [1000 + k for k in order]

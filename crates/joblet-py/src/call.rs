@@ -8,7 +8,7 @@ use joblet::{Backend, Buffer, Error, Ordered, Parallel, PreDispatch, Progress, U
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyIterator, PyList, PyTuple};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,26 +126,34 @@ fn call_here(t: Triple) -> Result<Py<PyAny>, PyErr> {
     })
 }
 
+/// Ids of calls and of their functions, unique in this process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// On a slot thread of the process backend: the call, and the ids of the functions sent
+    /// to the slot's worker in that call, last sent last (see `TaskPickler::function`).
+    static SENT: std::cell::RefCell<(u64, std::collections::VecDeque<u64>)> =
+        const { std::cell::RefCell::new((0, std::collections::VecDeque::new())) };
+}
+
 /// Pickles tasks for worker processes, with what one call can reuse from task to task.
 struct TaskPickler {
     pickler: Pickler,
-    /// The last few functions of this call pickled, by identity: a call usually has one.
-    functions: Vec<(Py<PyAny>, Buffer<u8>)>,
-    /// The function of the task before in this batch (see [`Function`]).
-    previous: Option<Py<PyAny>>,
-    /// Set by the input scope when a new batch starts.
-    new_batch: Arc<AtomicBool>,
+    /// This call, for [`SENT`].
+    call: u64,
+    /// The last few functions of this call pickled, by identity, with their ids: a call
+    /// usually has one.
+    functions: Vec<(Py<PyAny>, u64, Buffer<u8>)>,
     /// `numpy.memmap`, when numpy is loaded: such arguments travel by reference to their file.
     memmap: Option<Py<PyAny>>,
 }
 
 impl TaskPickler {
-    fn new(py: Python<'_>, new_batch: Arc<AtomicBool>) -> PyResult<Self> {
+    fn new(py: Python<'_>) -> PyResult<Self> {
         Ok(TaskPickler {
             pickler: Pickler::new(py, false)?,
+            call: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             functions: Vec::new(),
-            previous: None,
-            new_batch,
             memmap: py
                 .import("sys")?
                 .getattr("modules")?
@@ -191,20 +199,18 @@ impl TaskPickler {
         Ok((args, swapped.into_any()))
     }
 
-    /// The task's function for the wire: pickled if it is the first of its batch or differs
-    /// from the one before it, else a reference to that one.
+    /// The task's function for the wire: pickled the first time this call sends it to the
+    /// worker that will run this batch, else known by its id. Tasks are pulled, and their
+    /// batch sent, by the slot thread of that worker (one worker per slot for the whole
+    /// call): [`SENT`], per thread, is what that worker was sent.
     fn function(
         &mut self,
         py: Python<'_>,
         index: usize,
         function: &Py<PyAny>,
     ) -> PyResult<Function> {
-        let first_of_batch = self.new_batch.swap(false, Ordering::Relaxed);
-        if !first_of_batch && self.previous.as_ref().is_some_and(|p| p.is(function)) {
-            return Ok(Function::SameAsBefore);
-        }
-        let bytes = match self.functions.iter().find(|(f, _)| f.is(function)) {
-            Some((_, bytes)) => bytes.clone(),
+        let (id, bytes) = match self.functions.iter().find(|(f, _, _)| f.is(function)) {
+            Some((_, id, bytes)) => (*id, bytes),
             None => {
                 let bytes: Vec<u8> = crate::codec(py)?
                     .call_method1(pyo3::intern!(py, "encode_function"), (index, function))?
@@ -214,13 +220,35 @@ impl TaskPickler {
                 if self.functions.len() >= 8 {
                     self.functions.remove(0);
                 }
+                let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                 self.functions
-                    .push((function.clone_ref(py), Buffer::from(bytes.clone())));
-                Buffer::from(bytes)
+                    .push((function.clone_ref(py), id, Buffer::from(bytes)));
+                let (_, id, bytes) = self.functions.last().expect("just pushed");
+                (*id, bytes)
             }
         };
-        self.previous = Some(function.clone_ref(py));
-        Ok(Function::Pickled(bytes))
+        let known = SENT.with(|sent| {
+            let mut sent = sent.borrow_mut();
+            if sent.0 != self.call {
+                *sent = (self.call, std::collections::VecDeque::new());
+            }
+            if sent.1.contains(&id) {
+                return true;
+            }
+            sent.1.push_back(id);
+            if sent.1.len() > remote::KNOWN_BY_CALLER {
+                sent.1.pop_front();
+            }
+            false
+        });
+        Ok(if known {
+            Function::Known(id)
+        } else {
+            Function::Pickled {
+                id,
+                bytes: bytes.clone(),
+            }
+        })
     }
 
     /// The task as a job for `py_task`: its function pickled once per call (cloudpickle),
@@ -443,10 +471,7 @@ pub(crate) fn run(
         .unwrap_or(false)
     });
     // The GIL once per batch of input pulled, not once per task.
-    let new_batch = Arc::new(AtomicBool::new(true));
-    let starting = new_batch.clone();
     par = par.input_scope(move |pull| {
-        starting.store(true, Ordering::Relaxed);
         let mut pull = Some(pull);
         crate::with_gil(|_| (pull.take().expect("runs once"))());
         if let Some(pull) = pull {
@@ -460,7 +485,7 @@ pub(crate) fn run(
         index: 0,
     };
     if matches!(backend, Backend::Processes) {
-        let mut pickler = TaskPickler::new(py, new_batch)?;
+        let mut pickler = TaskPickler::new(py)?;
         let jobs =
             std::iter::from_fn(move || pull.next_with(|py, index, t| pickler.task(py, index, t)));
         match return_as {

@@ -140,14 +140,7 @@ pub(crate) fn codec(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 fn worker_main(py: Python<'_>) -> Option<i32> {
     // The GIL is taken once per batch (each task's own `attach` is then a cheap nested one)
     // and given back while the worker waits for the next batch.
-    py.detach(|| {
-        joblet::run_worker_scoped(|run| {
-            Python::attach(|py| {
-                remote::batch_starts(py);
-                run()
-            })
-        })
-    })
+    py.detach(|| joblet::run_worker_scoped(|run| Python::attach(|_| run())))
 }
 
 /// Makes the process backend start workers with `program args..` and `env` added to their

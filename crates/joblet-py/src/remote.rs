@@ -29,36 +29,34 @@ joblet::remote_fn! {
     }
 }
 
-/// A task's function: pickled, or the same as the task before it in its batch. A batch goes
-/// to one worker, which runs its tasks in order, so a function travels once per batch and
-/// per change of function, not once per task.
+/// A task's function: pickled, with an id, the first time its worker gets it in a call; then
+/// known by that id. So a function travels once per worker per call, not once per task
+/// (a closure that captured an array would otherwise carry it with every task).
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Function {
-    Pickled(Buffer<u8>),
-    SameAsBefore,
+    Pickled { id: u64, bytes: Buffer<u8> },
+    Known(u64),
 }
+
+/// How many functions a worker keeps by id, most recently sent last. The caller refers by id
+/// only to the last [`KNOWN_BY_CALLER`] it sent to that worker in the call, in the same order,
+/// so it never names one the worker has dropped.
+const KNOWN_BY_WORKER: usize = 64;
+pub(crate) const KNOWN_BY_CALLER: usize = 32;
 
 /// What a worker keeps from task to task.
 struct Worker {
     pickler: Pickler,
     /// The last few functions unpickled, by their pickle: a call usually has one.
     functions: Mutex<Vec<(Vec<u8>, Py<PyAny>)>>,
-    /// The function of the task before, for [`Function::SameAsBefore`].
-    last: Mutex<Option<Py<PyAny>>>,
+    /// Functions by id, in the order they were last sent (see [`Function`]).
+    known: Mutex<std::collections::VecDeque<(u64, Py<PyAny>)>>,
     sys: Py<PyModule>,
 }
 
 const KEEP_FUNCTIONS: usize = 16;
 
 static WORKER: PyOnceLock<Worker> = PyOnceLock::new();
-
-/// A new batch starts in this worker: no task of it may refer to a function of the batch
-/// before (a `SameAsBefore` misrouted by a bug must fail, not call the wrong function).
-pub(crate) fn batch_starts(py: Python<'_>) {
-    if let Some(worker) = WORKER.get(py) {
-        *worker.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-}
 
 fn run(
     py: Python<'_>,
@@ -69,7 +67,7 @@ fn run(
         Ok::<_, PyErr>(Worker {
             pickler: Pickler::new(py, true)?,
             functions: Mutex::new(Vec::new()),
-            last: Mutex::new(None),
+            known: Mutex::new(std::collections::VecDeque::new()),
             sys: py.import("sys")?.unbind(),
         })
     })?;
@@ -85,17 +83,28 @@ fn run(
 
 impl Worker {
     fn function(&self, py: Python<'_>, function: &Function) -> PyResult<Py<PyAny>> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let f = match function {
-            Function::SameAsBefore => last.as_ref().map(|f| f.clone_ref(py)).ok_or_else(|| {
-                pyo3::exceptions::PyRuntimeError::new_err(
-                    "joblet: a task named the function of the task before it, and there was none",
-                )
-            })?,
-            Function::Pickled(blob) => self.unpickle_function(py, blob)?,
-        };
-        *last = Some(f.clone_ref(py));
-        Ok(f)
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        match function {
+            Function::Known(id) => known
+                .iter()
+                .find(|(k, _)| k == id)
+                .map(|(_, f)| f.clone_ref(py))
+                .ok_or_else(|| {
+                    pyo3::exceptions::PyRuntimeError::new_err(format!(
+                        "joblet: the task names function {id}, which this worker does not have \
+                         (a bug in joblet: please report it)"
+                    ))
+                }),
+            Function::Pickled { id, bytes } => {
+                let f = self.unpickle_function(py, bytes)?;
+                known.retain(|(k, _)| k != id);
+                known.push_back((*id, f.clone_ref(py)));
+                if known.len() > KNOWN_BY_WORKER {
+                    known.pop_front();
+                }
+                Ok(f)
+            }
+        }
     }
 
     fn unpickle_function(&self, py: Python<'_>, blob: &[u8]) -> PyResult<Py<PyAny>> {
