@@ -2,6 +2,23 @@
 
 from typing import Any, Callable, Iterator, Optional
 
+class Delayed:
+    """The base of what ``delayed(function)`` returns: calling it returns
+    ``(function, args, kwargs)``; other attributes are the function's."""
+
+    def __init__(self, function: Callable[..., Any]) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Callable[..., Any], tuple, dict]: ...
+    @property
+    def __wrapped__(self) -> Callable[..., Any]: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+class ReceivedBuffer:
+    """Bytes received from a worker or the caller, lent to Python as a writable buffer
+    (numpy arrays rebuilt by pickle use it in place)."""
+
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int) -> memoryview: ...
+
 class Results(Iterator[Any]):
     """The results of a ``generator`` or ``generator_unordered`` call."""
 
@@ -23,10 +40,13 @@ def run(
     max_nbytes: Optional[int] = None,
     progress: Optional[Callable[[int, Optional[int]], None]] = None,
     nested_levels: int = 0,
+    inner_max_num_threads: Optional[int] = None,
+    backend_name: Optional[str] = None,
 ) -> Any:
     """Runs ``(function, args, kwargs)`` triples on the engine's ``backend``
     (``"sequential"``, ``"threads"`` or ``"processes"``) with ``n_jobs`` workers; returns a
-    list, or a ``Results`` iterator for the generator modes."""
+    list, or a ``Results`` iterator for the generator modes. ``inner_max_num_threads`` sets the
+    workers' thread-count variables; ``backend_name`` names the backend in verbose lines."""
 
 def shutdown() -> None:
     """At interpreter exit: keeps engine threads out of Python from now on, and waits for
@@ -35,8 +55,11 @@ def shutdown() -> None:
 def worker_main() -> Optional[int]:
     """Serves tasks in a worker process; the exit code, or None outside a worker."""
 
-def set_worker_command(program: str, args: list[str]) -> None:
-    """The command that starts worker processes."""
+def set_worker_command(
+    program: str, args: list[str], env: list[tuple[str, str]] = ...
+) -> None:
+    """The command that starts worker processes, and variables added to their environment.
+    Idle workers started another way are not reused."""
 
 def cpu_count() -> int:
     """The CPUs this process may use (affinity and cgroup quota)."""
