@@ -321,20 +321,12 @@ fn names_main(data: &Bound<'_, PyAny>) -> bool {
 
 fn pickle_loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    LOADS
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("pickle")?.getattr("loads")?.unbind())
-        })
-        .map(|f| f.bind(py))
+    LOADS.import(py, "pickle", "loads")
 }
 
 fn marshal_loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    LOADS
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("marshal")?.getattr("loads")?.unbind())
-        })
-        .map(|f| f.bind(py))
+    LOADS.import(py, "marshal", "loads")
 }
 
 /// `pickle.loads` of a stream without out-of-band buffers.
