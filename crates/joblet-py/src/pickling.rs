@@ -394,7 +394,7 @@ fn copy_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Block> {
 /// Buffers of copies that need one: below this, the allocator reuses memory well enough.
 const SPARE_MIN: usize = 64 << 10;
 /// At most this much memory is kept in spare buffers, in at most this many.
-const SPARE_BYTES: usize = 256 << 20;
+const SPARE_BYTES: usize = 128 << 20;
 const SPARE_COUNT: usize = 16;
 
 /// Buffers for the caller's copies of big writable arguments, kept from one task to the next.
