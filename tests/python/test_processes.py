@@ -545,3 +545,40 @@ def test_many_functions_in_one_call_each_run_their_own(batch_size):
     order = [(i * 7) % 150 for i in range(600)]
     out = Parallel(n_jobs=N_JOBS, batch_size=batch_size)(delayed(functions[k])(1000) for k in order)
     assert out == [1000 + k for k in order]
+
+
+# Arguments in shared segments --------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_arrays_kept_past_their_task_keep_their_values_when_segments_are_reused():
+    # Big arguments travel in shared segments that the caller reuses for later tasks; a
+    # worker that kept an array (copy-on-write view) must not see the later contents.
+    n = 200_000  # 1.6 MB: above the segment threshold
+    first = [np.full(n, float(k)) for k in range(4)]
+    pids = Parallel(n_jobs=N_JOBS, batch_size=1)(delayed(h.keep)(a) for a in first)
+    later = [np.full(n, -1.0) for _ in range(16)]
+    Parallel(n_jobs=N_JOBS, batch_size=1)(delayed(h.array_sum)(a) for a in later)
+    seen = Parallel(n_jobs=N_JOBS, batch_size=1)(delayed(h.kept_sums)(i) for i in range(8))
+    kept = {pid: sums for sums, pid in seen}
+    expected = sorted(float(k) * n for k in range(4))
+    assert sorted(s for pid in set(pids) for s in kept.get(pid, [])) == expected
+
+
+@pytest.mark.timeout(120)
+def test_segments_leave_no_descriptors_behind():
+    big = [np.full(300_000, float(k)) for k in range(8)]
+
+    def fds():
+        out = Parallel(n_jobs=N_JOBS, batch_size=1)(delayed(h.open_fds)(i) for i in range(8))
+        return {pid: n for n, pid in out}, len(os.listdir("/proc/self/fd"))
+
+    Parallel(n_jobs=N_JOBS)(delayed(h.array_sum)(a) for a in big)
+    workers, caller = fds()
+    for _ in range(10):
+        Parallel(n_jobs=N_JOBS)(delayed(h.array_sum)(a) for a in big)
+        now_workers, now_caller = fds()
+        # Workers close every segment after its batch; the caller keeps at most 16 spare
+        # segments (each an open memfd) for the next calls, and no more.
+        assert now_workers == workers
+        assert caller <= now_caller <= caller + 16

@@ -139,8 +139,16 @@ pub(crate) fn codec(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 #[pyfunction]
 fn worker_main(py: Python<'_>) -> Option<i32> {
     // The GIL is taken once per batch (each task's own `attach` is then a cheap nested one)
-    // and given back while the worker waits for the next batch.
-    py.detach(|| joblet::run_worker_scoped(|run| Python::attach(|_| run())))
+    // and given back while the worker waits for the next batch. At the end of a batch, the
+    // argument segments that tasks kept are made private (the caller reuses them).
+    py.detach(|| {
+        joblet::run_worker_scoped(|run| {
+            Python::attach(|_| {
+                run();
+                pickling::batch_done();
+            })
+        })
+    })
 }
 
 /// Makes the process backend start workers with `program args..` and `env` added to their

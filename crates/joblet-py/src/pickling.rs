@@ -3,6 +3,7 @@
 //! out-of-band buffers lent in place on the way out and handed to Python without a copy on
 //! the way in. Whatever the C pickler cannot do is for `joblet._codec` (cloudpickle).
 
+use joblet::__private::{PrivateView, Segment};
 use joblet::Buffer;
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -13,6 +14,7 @@ use pyo3::types::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::mem::ManuallyDrop;
 use std::os::raw::{c_int, c_void};
+use std::sync::Arc;
 
 /// An object encoded for the other process: a `marshal` stream for plain data, else a pickle
 /// stream and its out-of-band buffers (pickle protocol 5), which travel as raw blocks, so big
@@ -34,14 +36,17 @@ pub(crate) enum Format {
     Marshal,
 }
 
-/// An out-of-band buffer: a Python object's memory, lent until it is encoded into a frame
-/// (the one copy on the sending side), or bytes this process owns (received, or copied
-/// from an object without a contiguous view).
+/// An out-of-band buffer: a Python object's memory, lent until it is encoded into a frame;
+/// a copy in a shared segment (the caller's copy of a writable argument), attached to the
+/// frame as a descriptor; bytes this process owns (decoded from a frame, or copied from an
+/// object without a contiguous view); or a received segment, mapped copy-on-write.
 pub(crate) enum Block {
     Lent(Lent),
     Owned(Vec<u8>),
-    /// A copy, in a buffer that goes back to [`SPARES`] once the frame is written.
+    /// A copy in a segment that goes back to [`SPARES`] when dropped (after the worker
+    /// answered: the process backend keeps a batch's arguments until then).
     Copied(Spare),
+    Mapped(Arc<PrivateView>),
 }
 
 impl Block {
@@ -49,29 +54,99 @@ impl Block {
         match self {
             Block::Lent(l) => l.bytes(),
             Block::Owned(v) => v,
-            Block::Copied(c) => &c.0,
+            Block::Copied(c) => c.bytes(),
+            Block::Mapped(m) => view_bytes(m),
         }
     }
 
     /// The bytes as a Python object that numpy (or any buffer consumer) can use in place.
     pub(crate) fn into_python(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         match self {
-            Block::Owned(v) => Ok(Bound::new(py, ReceivedBuffer::new(v))?.into_any()),
-            Block::Copied(c) => Ok(PyByteArray::new(py, &c.0).into_any()),
+            Block::Owned(v) => Ok(Bound::new(py, ReceivedBuffer::owning(v))?.into_any()),
+            Block::Mapped(m) => Ok(Bound::new(py, ReceivedBuffer::viewing(m))?.into_any()),
+            Block::Copied(c) => Ok(PyByteArray::new(py, c.bytes()).into_any()),
             Block::Lent(l) => Ok(PyByteArray::new(py, l.bytes()).into_any()),
         }
     }
 }
 
+fn view_bytes(view: &PrivateView) -> &[u8] {
+    if view.is_empty() {
+        return &[];
+    }
+    // SAFETY: `len` mapped bytes for as long as the view lives.
+    unsafe { std::slice::from_raw_parts(view.as_ptr(), view.len()) }
+}
+
+/// How a [`Block`] is encoded: its bytes, or the position of the segment holding them among
+/// the descriptors attached to the frame (and how many bytes of it).
+#[derive(Deserialize)]
+enum BlockWire {
+    Inline(Buffer<u8>),
+    Attached { index: u32, len: u64 },
+}
+
+/// Bytes encoded as one byte string (what `Buffer<u8>` decodes).
+struct RawBytes<'a>(&'a [u8]);
+
+impl Serialize for RawBytes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
 impl Serialize for Block {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(self.bytes())
+        use serde::ser::SerializeStructVariant;
+        if let Block::Copied(c) = self {
+            // Only while the process backend encodes a frame, and while it has room.
+            if let Some(index) = joblet::__private::attach_fd(c.fd()) {
+                let mut v = serializer.serialize_struct_variant("BlockWire", 1, "Attached", 2)?;
+                v.serialize_field("index", &index)?;
+                v.serialize_field("len", &(c.len as u64))?;
+                return v.end();
+            }
+        }
+        serializer.serialize_newtype_variant("BlockWire", 0, "Inline", &RawBytes(self.bytes()))
     }
 }
 
 impl<'de> Deserialize<'de> for Block {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Buffer::<u8>::deserialize(deserializer).map(|b| Block::Owned(b.into_inner()))
+        use serde::de::Error;
+        match BlockWire::deserialize(deserializer)? {
+            BlockWire::Inline(b) => Ok(Block::Owned(b.into_inner())),
+            BlockWire::Attached { index, len } => {
+                let fd = joblet::__private::take_fd(index).ok_or_else(|| {
+                    D::Error::custom(format!("no segment attached at position {index}"))
+                })?;
+                let len = usize::try_from(len).map_err(D::Error::custom)?;
+                let view = PrivateView::map(fd, len).map_err(|e| {
+                    D::Error::custom(format!("cannot map a segment of {len} bytes: {e}"))
+                })?;
+                let view = Arc::new(view);
+                KEPT_VIEWS.with(|k| k.borrow_mut().push(view.clone()));
+                Ok(Block::Mapped(view))
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The segments received in the batch running on this thread (a worker's main thread).
+    static KEPT_VIEWS: std::cell::RefCell<Vec<Arc<PrivateView>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The end of a batch in a worker: the caller will reuse the segments of its arguments, so
+/// the views that tasks kept (an array stored in a global, a thread still using it) get
+/// their own copy of every page now. Views nobody kept are just unmapped.
+pub(crate) fn batch_done() {
+    let views = KEPT_VIEWS.with(|k| std::mem::take(&mut *k.borrow_mut()));
+    for view in views {
+        if Arc::strong_count(&view) > 1 {
+            view.privatize();
+        }
     }
 }
 
@@ -123,15 +198,34 @@ impl Drop for Lent {
 /// the arrays pickle rebuilds over it are writable and belong to their receiver alone.
 #[pyclass(module = "joblet._core", frozen)]
 pub(crate) struct ReceivedBuffer {
-    /// The address of `bytes`' memory, which never moves: the vector is never touched again.
+    /// The address of the memory, which never moves: the owner is never touched again.
     address: usize,
-    bytes: Vec<u8>,
+    len: usize,
+    _owner: Owner,
+}
+
+/// What keeps a [`ReceivedBuffer`]'s memory alive; never read, only dropped with it.
+#[allow(dead_code)]
+enum Owner {
+    Bytes(Vec<u8>),
+    View(Arc<PrivateView>),
 }
 
 impl ReceivedBuffer {
-    fn new(mut bytes: Vec<u8>) -> Self {
-        let address = bytes.as_mut_ptr() as usize;
-        ReceivedBuffer { address, bytes }
+    fn owning(mut bytes: Vec<u8>) -> Self {
+        ReceivedBuffer {
+            address: bytes.as_mut_ptr() as usize,
+            len: bytes.len(),
+            _owner: Owner::Bytes(bytes),
+        }
+    }
+
+    fn viewing(view: Arc<PrivateView>) -> Self {
+        ReceivedBuffer {
+            address: view.as_ptr() as usize,
+            len: view.len(),
+            _owner: Owner::View(view),
+        }
     }
 }
 
@@ -147,14 +241,14 @@ impl ReceivedBuffer {
         flags: c_int,
     ) -> PyResult<()> {
         let this = slf.get();
-        // SAFETY: `view` is Python's; the memory is `bytes.len()` bytes owned by `slf`, which
+        // SAFETY: `view` is Python's; the memory is `len` writable bytes owned by `slf`, which
         // the view keeps alive (FillInfo takes a reference to it).
         let rc = unsafe {
             pyo3::ffi::PyBuffer_FillInfo(
                 view,
                 slf.as_ptr(),
                 this.address as *mut c_void,
-                this.bytes.len() as pyo3::ffi::Py_ssize_t,
+                this.len as pyo3::ffi::Py_ssize_t,
                 0,
                 flags,
             )
@@ -166,7 +260,7 @@ impl ReceivedBuffer {
     }
 
     fn __len__(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 }
 
@@ -385,50 +479,76 @@ fn copy_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Block> {
             // SAFETY: a contiguous buffer of `len` bytes, held (and the GIL with it) while
             // it is copied.
             let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), len) };
-            return Ok(Block::Copied(Spare::copy_of(bytes)));
+            return Ok(Block::Copied(Spare::copy_of(bytes)?));
         }
     }
     bytes_of(py, obj).map(Block::Owned)
 }
 
-/// Buffers of copies that need one: below this, the allocator reuses memory well enough.
+/// Buffers of copies that need one: below this, the allocator reuses memory well enough,
+/// and a copy into the frame costs less than a descriptor.
 const SPARE_MIN: usize = 64 << 10;
-/// At most this much memory is kept in spare buffers, in at most this many.
+/// At most this much memory is kept in spare segments, in at most this many.
 const SPARE_BYTES: usize = 128 << 20;
 const SPARE_COUNT: usize = 16;
 
-/// Buffers for the caller's copies of big writable arguments, kept from one task to the next.
-/// A copy into fresh memory faults its pages in one by one: about two thirds of the time of
-/// sending an 8 MB array (measured), which a reused buffer does not pay.
-static SPARES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+/// Shared-memory segments for the caller's copies of big writable arguments, kept from one
+/// task to the next. The copy is the only one on the way: the segment travels with the frame
+/// as a descriptor and the worker maps it copy-on-write. A copy into fresh memory faults its
+/// pages in one by one (about two thirds of the time of sending an 8 MB array, measured),
+/// which a reused segment does not pay.
+static SPARES: std::sync::Mutex<Vec<Segment>> = std::sync::Mutex::new(Vec::new());
 
-/// A copy in a spare buffer, which goes back to [`SPARES`] when dropped.
-pub(crate) struct Spare(Vec<u8>);
+/// A copy in a spare segment, which goes back to [`SPARES`] when dropped.
+pub(crate) struct Spare {
+    segment: Option<Segment>,
+    len: usize,
+}
 
 impl Spare {
-    fn copy_of(bytes: &[u8]) -> Spare {
+    fn copy_of(bytes: &[u8]) -> PyResult<Spare> {
         let reused = {
             let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-            // A buffer big enough but not wastefully so.
+            // A segment big enough but not wastefully so.
             spares
                 .iter()
-                .position(|v| (bytes.len()..=2 * bytes.len()).contains(&v.capacity()))
+                .position(|s| (bytes.len()..=2 * bytes.len()).contains(&s.capacity()))
                 .map(|i| spares.swap_remove(i))
         };
-        let mut v = reused.unwrap_or_else(|| Vec::with_capacity(bytes.len()));
-        v.clear();
-        v.extend_from_slice(bytes);
-        Spare(v)
+        let mut segment = match reused {
+            Some(s) => s,
+            None => Segment::new(bytes.len()).map_err(|e| {
+                pyo3::exceptions::PyOSError::new_err(format!(
+                    "cannot make a shared-memory segment of {} bytes: {e}",
+                    bytes.len()
+                ))
+            })?,
+        };
+        segment.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        Ok(Spare {
+            segment: Some(segment),
+            len: bytes.len(),
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.segment.as_ref().expect("until dropped").bytes()[..self.len]
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.segment.as_ref().expect("until dropped").fd()
     }
 }
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        let v = std::mem::take(&mut self.0);
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
         let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: usize = spares.iter().map(Vec::capacity).sum();
-        if spares.len() < SPARE_COUNT && kept + v.capacity() <= SPARE_BYTES {
-            spares.push(v);
+        let kept: usize = spares.iter().map(Segment::capacity).sum();
+        if spares.len() < SPARE_COUNT && kept + segment.capacity() <= SPARE_BYTES {
+            spares.push(segment);
         }
     }
 }

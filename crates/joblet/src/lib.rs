@@ -60,7 +60,9 @@ pub use task::{delayed, Args, Job};
 /// Items the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::protocol::attached::{attach_fd, take_fd};
     pub use crate::remote::{call_encoded, Called, Never, Registered};
+    pub use crate::shm::{PrivateView, Segment};
     pub use inventory;
 }
 

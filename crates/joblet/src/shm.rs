@@ -43,6 +43,10 @@ pub(crate) enum Access {
     /// A private read-only view, with every page mapped at once (MAP_POPULATE) instead of
     /// one fault per page as it is read.
     ReadPopulated,
+    /// A private writable view: copy-on-write, page by page, on the first write. Mapped
+    /// read-only and populated first (populating a writable private mapping would copy every
+    /// page at once), then made writable.
+    CopyOnWrite,
 }
 
 /// A mapping of the first `len` bytes of a file, unmapped on drop.
@@ -78,7 +82,9 @@ impl Mapping {
         }
         let (prot, flags) = match access {
             Access::Shared => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED),
-            Access::ReadPopulated => (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE),
+            Access::ReadPopulated | Access::CopyOnWrite => {
+                (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE)
+            }
         };
         // SAFETY: mapping `len` bytes of a file at least that long (checked above); the result
         // is checked before use.
@@ -87,7 +93,17 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-        Ok(Mapping { ptr, len })
+        let mapping = Mapping { ptr, len };
+        if let Access::CopyOnWrite = access {
+            // SAFETY: changing the protection of exactly the pages mapped above.
+            let rc = unsafe {
+                libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE)
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(mapping)
     }
 
     pub(crate) fn as_ptr(&self) -> *mut u8 {
@@ -118,4 +134,99 @@ impl Drop for Mapping {
             unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
         }
     }
+}
+
+/// A memfd its creator maps shared and writable: a segment that a frame carries as an
+/// attached descriptor (see `protocol/attached.rs`), for bytes that must not be copied into
+/// the frame. Reusable: the receiver's view is private (copy-on-write), and the sender
+/// rewrites a segment only once the receiver has answered.
+#[doc(hidden)]
+pub struct Segment {
+    map: Mapping,
+    fd: OwnedFd,
+}
+
+impl Segment {
+    /// A new segment of at least `capacity` bytes (zeros).
+    pub fn new(capacity: usize) -> io::Result<Segment> {
+        let capacity = capacity.max(1).next_multiple_of(page_size());
+        let fd = memfd(c"joblet-segment", capacity, true)?;
+        let map = Mapping::new(&fd, capacity, Access::Shared)?;
+        Ok(Segment { map, fd })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        self.map.bytes_mut()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A received segment's first `len` bytes, mapped private and writable (copy-on-write): the
+/// receiver may write to it, and nobody else sees those writes.
+#[doc(hidden)]
+pub struct PrivateView {
+    map: Mapping,
+}
+
+impl PrivateView {
+    pub fn map(fd: OwnedFd, len: usize) -> io::Result<PrivateView> {
+        Ok(PrivateView {
+            map: Mapping::new(&fd, len, Access::CopyOnWrite)?,
+        })
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    /// Gives every page not yet written its own copy, so that the view no longer shows the
+    /// segment's later contents (the sender reuses segments). For views kept past their
+    /// batch only: it copies up to the whole view.
+    pub fn privatize(&self) {
+        let page = page_size();
+        let mut offset = 0;
+        while offset < self.map.len() {
+            // SAFETY: a byte of this writable mapping, accessed atomically.
+            let byte =
+                unsafe { std::sync::atomic::AtomicU8::from_ptr(self.map.as_ptr().add(offset)) };
+            // A compare-and-swap of a byte with itself writes it (a locked write: the page is
+            // copied) without changing it, even if another thread writes there meanwhile.
+            // (An atomic add of zero does not do: compilers turn it into a plain load.)
+            let mut current = byte.load(std::sync::atomic::Ordering::Relaxed);
+            while let Err(now) = byte.compare_exchange(
+                current,
+                current,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            ) {
+                current = now;
+            }
+            offset += page;
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).unwrap_or(4096).max(1)
 }

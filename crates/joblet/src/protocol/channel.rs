@@ -5,7 +5,7 @@
 //! A memfd has no name (nothing appears in `/dev/shm`) and the kernel frees it when the last
 //! descriptor and mapping are gone, so a crash on either side cannot leak a segment.
 
-use super::{parse_header, FrameError, Kind, FLAG_SHARED, HEADER_LEN};
+use super::{parse_header, FrameError, Kind, FLAG_FDS, FLAG_SHARED, HEADER_LEN};
 use crate::shm::{self, Access, Mapping};
 use std::io::{self, Read, Write};
 use std::ops::Deref;
@@ -39,6 +39,8 @@ pub(crate) struct Channel {
     threshold: usize,
     /// The shared memory big messages are encoded into, kept from one message to the next.
     outbox: Option<Outbox>,
+    /// The descriptors attached to the last frame received (see `attached.rs`).
+    received: Vec<OwnedFd>,
 }
 
 /// A memfd mapped writable in the sender, kept from one large message to the next.
@@ -80,7 +82,13 @@ impl Channel {
             offset: 0,
             threshold,
             outbox: None,
+            received: Vec::new(),
         }
+    }
+
+    /// The descriptors attached to the last frame received, in order.
+    pub(crate) fn take_attached(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.received)
     }
 
     /// Sends a payload of `len` bytes that `fill` writes in place: into the shared outbox when
@@ -92,16 +100,35 @@ impl Channel {
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<(), String>,
     ) -> io::Result<()> {
+        self.send_filled_with(kind, len, fill, &[])
+    }
+
+    /// [`Channel::send_filled`], with descriptors attached to the frame (`attached.rs`).
+    pub(crate) fn send_filled_with(
+        &mut self,
+        kind: Kind,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), String>,
+        attached: &[RawFd],
+    ) -> io::Result<()> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+        let extra = if attached.is_empty() { 0 } else { FLAG_FDS };
         if len <= self.threshold {
             let mut payload = vec![0u8; len];
             fill(&mut payload).map_err(invalid)?;
-            return super::write_frame(&mut self.stream, kind, &payload);
+            if attached.is_empty() {
+                return super::write_frame(&mut self.stream, kind, &payload);
+            }
+            let mut frame = super::header(kind, extra, len)?.to_vec();
+            frame.extend_from_slice(&payload);
+            return send_with_fds(&self.stream, &frame, attached);
         }
         let outbox = Outbox::with_room(&mut self.outbox, len)?;
         fill(&mut outbox.map.bytes_mut()[..len]).map_err(invalid)?;
-        let header = super::header(kind, FLAG_SHARED, len)?;
-        let sent = send_with_fd(&self.stream, &header, outbox.fd.as_raw_fd());
+        let header = super::header(kind, FLAG_SHARED | extra, len)?;
+        let mut fds = vec![outbox.fd.as_raw_fd()];
+        fds.extend_from_slice(attached);
+        let sent = send_with_fds(&self.stream, &header, &fds);
         if outbox.map.len() > KEEP_OUTBOX {
             self.outbox = None;
         }
@@ -140,7 +167,8 @@ impl Channel {
     pub(crate) fn recv(&mut self) -> Result<(Kind, Payload), FrameError> {
         let start = self.offset;
         let mut header = [0u8; HEADER_LEN];
-        let (got, fd) = recv_with_fd(&self.stream, &mut header).map_err(FrameError::Io)?;
+        let (got, mut fds) = recv_with_fds(&self.stream, &mut header).map_err(FrameError::Io)?;
+        self.received.clear();
         if got == 0 {
             return Err(FrameError::Closed);
         }
@@ -156,8 +184,25 @@ impl Channel {
             )));
         }
         let (kind, flags, len) = parse_header(&header).map_err(malformed)?;
+        let payload_fd = if flags & FLAG_SHARED != 0 && !fds.is_empty() {
+            Some(fds.remove(0))
+        } else {
+            None
+        };
+        if (flags & FLAG_FDS != 0) == fds.is_empty() {
+            return Err(malformed(format!(
+                "{} attached descriptors for a frame whose header says {}",
+                fds.len(),
+                if flags & FLAG_FDS != 0 {
+                    "some"
+                } else {
+                    "none"
+                }
+            )));
+        }
+        self.received = fds;
         if flags & FLAG_SHARED != 0 {
-            let fd = fd.ok_or_else(|| {
+            let fd = payload_fd.ok_or_else(|| {
                 malformed("a shared-memory frame came without its descriptor".into())
             })?;
             let mapping = Mapping::new(&fd, len as usize, Access::ReadPopulated).map_err(|e| {
@@ -195,14 +240,15 @@ fn read_full(stream: &mut UnixStream, buf: &mut [u8]) -> Result<usize, FrameErro
     Ok(done)
 }
 
-/// Sends `data` with one descriptor attached.
-fn send_with_fd(stream: &UnixStream, data: &[u8], fd: RawFd) -> io::Result<()> {
+/// Sends `data` with descriptors attached (to its first bytes).
+fn send_with_fds(stream: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
+    let fds_len = std::mem::size_of_val(fds);
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(fds_len as u32) } as usize;
     let mut control = vec![0u8; space];
     // SAFETY: msghdr is plain data; all pointers set below point into live buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -210,20 +256,23 @@ fn send_with_fd(stream: &UnixStream, data: &[u8], fd: RawFd) -> io::Result<()> {
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
-    // SAFETY: the control buffer has room for one cmsg carrying one fd (CMSG_SPACE above).
+    // SAFETY: the control buffer has room for one cmsg carrying these fds (CMSG_SPACE above).
     unsafe {
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        (*cmsg).cmsg_len = libc::CMSG_LEN(fds_len as u32) as _;
+        let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, &fd) in fds.iter().enumerate() {
+            std::ptr::write_unaligned(data.add(i), fd);
+        }
     }
     loop {
         // SAFETY: a valid socket and a fully initialized msghdr.
         let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
         if sent >= 0 {
             if (sent as usize) < data.len() {
-                // The descriptor went with the first bytes; the rest is plain data.
+                // The descriptors went with the first bytes; the rest is plain data.
                 let mut s = stream;
                 s.write_all(&data[sent as usize..])?;
             }
@@ -236,16 +285,18 @@ fn send_with_fd(stream: &UnixStream, data: &[u8], fd: RawFd) -> io::Result<()> {
     }
 }
 
-/// Receives into `buf`, and the descriptor that came with these bytes, if any.
-fn recv_with_fd(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+/// Receives into `buf`, and the descriptors that came with these bytes.
+fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // Room for a few descriptors: a peer sending more than one is refused below, not ignored
-    // into a leak (each one received is owned and closed).
+    // Room for the payload's memfd and the most segments a frame may carry, and one more: a
+    // peer sending more is refused below, not ignored into a leak (each one received is
+    // owned and closed).
+    let room = (super::attached::MAX_ATTACHED + 2) * std::mem::size_of::<RawFd>();
     // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE((4 * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let space = unsafe { libc::CMSG_SPACE(room as u32) } as usize;
     let mut control = vec![0u8; space];
     // SAFETY: msghdr is plain data; all pointers set below point into live buffers.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -281,12 +332,12 @@ fn recv_with_fd(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Optio
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > 1 {
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > super::attached::MAX_ATTACHED + 1 {
         return Err(io::Error::other(
             "the peer attached more descriptors than the protocol allows",
         ));
     }
-    Ok((got, fds.pop()))
+    Ok((got, fds))
 }
 
 #[cfg(test)]
@@ -318,6 +369,62 @@ mod tests {
         assert!(k == Kind::Hello && p.is_empty());
         drop(tx);
         assert!(matches!(rx.recv(), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn attached_descriptors_travel_with_inline_and_shared_frames() {
+        use crate::shm::{PrivateView, Segment};
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut tx, mut rx) = (Channel::new(a, 1024), Channel::new(b, 1024));
+        let mut seg = Segment::new(10).unwrap();
+        seg.bytes_mut()[..5].copy_from_slice(b"hello");
+        for len in [16, 4096] {
+            // Inline (under the threshold), then through the shared outbox.
+            tx.send_filled_with(
+                Kind::RunBatch,
+                len,
+                |b| {
+                    b.fill(7);
+                    Ok(())
+                },
+                &[seg.fd(), seg.fd()],
+            )
+            .unwrap();
+            let (kind, payload) = rx.recv().unwrap();
+            assert_eq!((kind, payload.len()), (Kind::RunBatch, len));
+            assert!(payload.iter().all(|&b| b == 7));
+            let fds = rx.take_attached();
+            assert_eq!(fds.len(), 2);
+            let view = PrivateView::map(fds.into_iter().next().unwrap(), 5).unwrap();
+            // SAFETY: 5 mapped bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(view.as_ptr(), 5) };
+            assert_eq!(bytes, b"hello");
+        }
+        // A frame without attachments leaves none from the one before.
+        tx.send(Kind::Hello, &[]).unwrap();
+        let _ = rx.recv().unwrap();
+        assert!(rx.take_attached().is_empty());
+    }
+
+    #[test]
+    fn attachments_and_the_header_must_agree() {
+        let seg = crate::shm::Segment::new(10).unwrap();
+        // Descriptors without the flag.
+        let (a, b) = UnixStream::pair().unwrap();
+        let frame = super::super::header(Kind::Hello, 0, 0).unwrap();
+        send_with_fds(&a, &frame, &[seg.fd()]).unwrap();
+        let mut rx = Channel::new(b, 1024);
+        assert!(matches!(rx.recv(), Err(FrameError::Malformed { .. })));
+        // The flag without descriptors.
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut raw = a;
+        raw.write_all(&super::super::header(Kind::Hello, FLAG_FDS, 0).unwrap())
+            .unwrap();
+        let mut rx = Channel::new(b, 1024);
+        match rx.recv() {
+            Err(FrameError::Malformed { what, .. }) => assert!(what.contains("attached"), "{what}"),
+            other => panic!("{:?}", other.map(|(k, _)| k)),
+        }
     }
 
     #[test]

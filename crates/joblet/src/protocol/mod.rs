@@ -1,5 +1,6 @@
 //! The wire protocol between a parent and its worker processes. See `README.md` here.
 
+pub(crate) mod attached;
 mod channel;
 
 pub(crate) use channel::{Channel, DEFAULT_THRESHOLD};
@@ -11,7 +12,7 @@ use std::io::{self, Write};
 /// The first bytes of every frame.
 pub(crate) const MAGIC: [u8; 4] = *b"JBLT";
 /// Bumped on any incompatible change to frames or messages.
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
 /// The largest payload a frame may announce. Larger messages are refused, not allocated:
 /// a corrupted length can never make the reader allocate gigabytes.
 pub(crate) const MAX_PAYLOAD: u32 = 1 << 30;
@@ -19,6 +20,9 @@ pub(crate) const MAX_PAYLOAD: u32 = 1 << 30;
 const HEADER_LEN: usize = 12;
 /// Header flag: the payload is not in the stream but in the memfd sent with the header.
 pub(crate) const FLAG_SHARED: u8 = 1;
+/// Header flag: more descriptors came with the header (after the payload's memfd, if any):
+/// shared-memory segments that the message refers to by their position (see `attached.rs`).
+pub(crate) const FLAG_FDS: u8 = 2;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +84,7 @@ pub(crate) fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(Kind, u8, u32),
     let kind =
         Kind::from_u8(header[6]).ok_or_else(|| format!("unknown frame kind {}", header[6]))?;
     let flags = header[7];
-    if flags & !FLAG_SHARED != 0 {
+    if flags & !(FLAG_SHARED | FLAG_FDS) != 0 {
         return Err(format!("unknown flags {flags:#04x}"));
     }
     let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);

@@ -160,31 +160,39 @@ impl<J: Job> Runner<J> for ProcessRunner {
         let mut tasks = Vec::with_capacity(batch.jobs.len());
         let mut args = Vec::with_capacity(batch.jobs.len());
         let mut decoders = Vec::with_capacity(batch.jobs.len());
-        for (i, job) in batch.jobs.into_iter().enumerate() {
-            let Some(wire) = job.into_wire() else {
-                let why = "this task cannot be sent to a worker process".into();
-                return broken(Vec::new(), first + i, why);
-            };
-            let len = match wire.args.encoded_len() {
-                Ok(len) => len,
-                Err(e) => {
-                    let why = format!("cannot encode the arguments of {}: {e}", wire.function);
-                    return broken(Vec::new(), first + i, why);
-                }
-            };
-            let f = match functions.iter().position(|&n| n == wire.function) {
-                Some(f) => f,
-                None => {
-                    functions.push(wire.function);
-                    functions.len() - 1
-                }
-            };
-            tasks.push(TaskHead {
-                function: f as u32,
-                len: len as u64,
-            });
-            args.push(wire.args);
-            decoders.push((wire.decode_value, wire.decode_error));
+        // Sizing the arguments also collects the descriptors they attach (`attached.rs`);
+        // encoding them into the frame finds the same ones.
+        let (sized, attached) = protocol::attached::collecting(Vec::new(), || {
+            for (i, job) in batch.jobs.into_iter().enumerate() {
+                let Some(wire) = job.into_wire() else {
+                    let why = "this task cannot be sent to a worker process".into();
+                    return Err(broken(Vec::new(), first + i, why));
+                };
+                let len = match wire.args.encoded_len() {
+                    Ok(len) => len,
+                    Err(e) => {
+                        let why = format!("cannot encode the arguments of {}: {e}", wire.function);
+                        return Err(broken(Vec::new(), first + i, why));
+                    }
+                };
+                let f = match functions.iter().position(|&n| n == wire.function) {
+                    Some(f) => f,
+                    None => {
+                        functions.push(wire.function);
+                        functions.len() - 1
+                    }
+                };
+                tasks.push(TaskHead {
+                    function: f as u32,
+                    len: len as u64,
+                });
+                args.push(wire.args);
+                decoders.push((wire.decode_value, wire.decode_error));
+            }
+            Ok(())
+        });
+        if let Err(report) = sized {
+            return report;
         }
         let head = BatchHead {
             max_nbytes: self.max_nbytes as u64,
@@ -201,17 +209,28 @@ impl<J: Job> Runner<J> for ProcessRunner {
         worker.status.cells()[0].store(0, std::sync::atomic::Ordering::Release);
         worker.channel.set_threshold(self.max_nbytes);
         // The arguments are encoded straight into the frame (the shared outbox when big).
-        let sent = worker.channel.send_filled(Kind::RunBatch, total, |buf| {
-            let (head_buf, mut rest) = buf.split_at_mut(head_len);
-            postcard::to_slice(&head, head_buf).map_err(|e| e.to_string())?;
-            for (task, args) in head.tasks.iter().zip(&args) {
-                let (this, tail) = rest.split_at_mut(task.len as usize);
-                args.encode_into(this)?;
-                rest = tail;
-            }
-            Ok(())
+        let (sent, attached) = protocol::attached::collecting(attached, || {
+            let fds = protocol::attached::snapshot();
+            worker.channel.send_filled_with(
+                Kind::RunBatch,
+                total,
+                |buf| {
+                    let (head_buf, mut rest) = buf.split_at_mut(head_len);
+                    postcard::to_slice(&head, head_buf).map_err(|e| e.to_string())?;
+                    for (task, args) in head.tasks.iter().zip(&args) {
+                        let (this, tail) = rest.split_at_mut(task.len as usize);
+                        args.encode_into(this)?;
+                        rest = tail;
+                    }
+                    Ok(())
+                },
+                &fds,
+            )
         });
-        drop(args);
+        debug_assert!(attached.len() <= protocol::attached::MAX_ATTACHED);
+        // The arguments (and what they attached) live until the worker has answered: it may
+        // still be reading them.
+        let _args = args;
         match sent {
             Ok(()) => {}
             // The batch could not be encoded, or is too big for a frame: this task's fault,

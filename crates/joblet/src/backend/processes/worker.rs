@@ -133,8 +133,16 @@ fn serve(fd: Option<i32>, scope: &dyn Fn(&mut dyn FnMut())) -> io::Result<()> {
         let (batch, args) =
             protocol::split_batch(&payload).map_err(|e| io::Error::other(e.to_string()))?;
         channel.set_threshold(usize::try_from(batch.max_nbytes).unwrap_or(usize::MAX));
+        // Segments the arguments refer to (`attached.rs`) are theirs to take while the batch
+        // runs; those left are closed after it.
+        let mut attached = Some(channel.take_attached());
         let mut outcome = None;
-        scope(&mut || outcome = Some(run_batch(&batch, &args, &status)));
+        scope(&mut || {
+            let fds = attached.take().unwrap_or_default();
+            outcome = Some(protocol::attached::receiving(fds, || {
+                run_batch(&batch, &args, &status)
+            }))
+        });
         let outcome = outcome.ok_or_else(|| io::Error::other("the batch scope did not run it"))?;
         drop((batch, args));
         drop(payload);
