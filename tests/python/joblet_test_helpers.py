@@ -324,3 +324,24 @@ def open_fds(_):
 
 def array_sum(a):
     return float(a.sum())
+
+
+def sum_all(*arrays):
+    """The sum of every array it received."""
+    return float(sum(a.sum() for a in arrays))
+
+
+def fork_and_read_later(a, ready_path, go_path):
+    """Forks a child that waits for `go_path` to exist, then writes the sum of `a` as it
+    sees it to `ready_path`; the task returns at once."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(go_path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with open(ready_path, "w") as f:
+                f.write(repr(float(a.sum())))
+        finally:
+            os._exit(0)
+    return pid

@@ -582,3 +582,39 @@ def test_segments_leave_no_descriptors_behind():
         # segments (each an open memfd) for the next calls, and no more.
         assert now_workers == workers
         assert caller <= now_caller <= caller + 16
+
+
+@pytest.mark.timeout(120)
+def test_more_big_arguments_than_segments_under_a_low_open_file_limit():
+    # Each big argument in flight holds a segment (an open descriptor); past the cap the
+    # copies travel in the frame instead of failing with "Too many open files".
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        arrays = [np.full(20_000, float(k)) for k in range(600)]  # 160 KB each
+        out = Parallel(n_jobs=N_JOBS, batch_size=300)(delayed(h.array_sum)(a) for a in arrays)
+        assert out == [20_000.0 * k for k in range(600)]
+        [total] = Parallel(n_jobs=N_JOBS)(delayed(h.sum_all)(*arrays[:300]) for _ in range(1))
+        assert total == 20_000.0 * sum(range(300))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.timeout(120)
+def test_a_child_forked_by_a_task_keeps_the_values_it_was_given(tmp_path):
+    n = 200_000
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    # In a worker (one task, two jobs: a process call with one worker), a task forks a child
+    # that reads its argument later; then the caller reuses the segments for other data.
+    [child] = Parallel(n_jobs=N_JOBS, batch_size=1)(
+        delayed(h.fork_and_read_later)(np.full(n, 1.0), str(ready), str(go)) for _ in range(1)
+    )
+    assert child not in (os.getpid(), None)
+    Parallel(n_jobs=N_JOBS, batch_size=1)(delayed(h.array_sum)(np.full(n, -5.0)) for _ in range(8))
+    go.touch()
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert float(ready.read_text()) == float(n)

@@ -137,18 +137,27 @@ pub(crate) fn codec(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
 /// Serves tasks when this interpreter was started as a worker process
 /// (`python -m joblet._worker`); returns the exit code, or `None` in any other process.
 #[pyfunction]
-fn worker_main(py: Python<'_>) -> Option<i32> {
+fn worker_main(py: Python<'_>) -> PyResult<Option<i32>> {
+    // A child forked by a task must not share pages of argument segments with the caller.
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item(
+        "before",
+        wrap_pyfunction!(pickling::privatize_before_fork, py)?,
+    )?;
+    py.import("os")?
+        .getattr("register_at_fork")?
+        .call((), Some(&kwargs))?;
     // The GIL is taken once per batch (each task's own `attach` is then a cheap nested one)
     // and given back while the worker waits for the next batch. At the end of a batch, the
     // argument segments that tasks kept are made private (the caller reuses them).
-    py.detach(|| {
+    Ok(py.detach(|| {
         joblet::run_worker_scoped(|run| {
             Python::attach(|_| {
                 run();
                 pickling::batch_done();
             })
         })
-    })
+    }))
 }
 
 /// Makes the process backend start workers with `program args..` and `env` added to their

@@ -14,6 +14,7 @@ use pyo3::types::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::mem::ManuallyDrop;
 use std::os::raw::{c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// An object encoded for the other process: a `marshal` stream for plain data, else a pickle
@@ -125,28 +126,38 @@ impl<'de> Deserialize<'de> for Block {
                     D::Error::custom(format!("cannot map a segment of {len} bytes: {e}"))
                 })?;
                 let view = Arc::new(view);
-                KEPT_VIEWS.with(|k| k.borrow_mut().push(view.clone()));
+                BATCH_VIEWS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(view.clone());
                 Ok(Block::Mapped(view))
             }
         }
     }
 }
 
-thread_local! {
-    /// The segments received in the batch running on this thread (a worker's main thread).
-    static KEPT_VIEWS: std::cell::RefCell<Vec<Arc<PrivateView>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
+/// The segments received in the batch running in this worker.
+static BATCH_VIEWS: std::sync::Mutex<Vec<Arc<PrivateView>>> = std::sync::Mutex::new(Vec::new());
 
 /// The end of a batch in a worker: the caller will reuse the segments of its arguments, so
 /// the views that tasks kept (an array stored in a global, a thread still using it) get
 /// their own copy of every page now. Views nobody kept are just unmapped.
 pub(crate) fn batch_done() {
-    let views = KEPT_VIEWS.with(|k| std::mem::take(&mut *k.borrow_mut()));
+    let views = std::mem::take(&mut *BATCH_VIEWS.lock().unwrap_or_else(|e| e.into_inner()));
     for view in views {
         if Arc::strong_count(&view) > 1 {
             view.privatize();
         }
+    }
+}
+
+/// Before a task forks (`os.fork`, multiprocessing's fork start method): the child inherits
+/// the views of the running batch, which privatizing in the parent would not reach, and
+/// would see the caller's later data in the segments. They get their own pages first.
+#[pyfunction]
+pub(crate) fn privatize_before_fork() {
+    for view in BATCH_VIEWS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        view.privatize();
     }
 }
 
@@ -479,7 +490,11 @@ fn copy_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Block> {
             // SAFETY: a contiguous buffer of `len` bytes, held (and the GIL with it) while
             // it is copied.
             let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), len) };
-            return Ok(Block::Copied(Spare::copy_of(bytes)?));
+            if let Some(spare) = Spare::copy_of(bytes) {
+                return Ok(Block::Copied(spare));
+            }
+            // No segment to be had: the copy travels in the frame.
+            return Ok(Block::Owned(bytes.to_vec()));
         }
     }
     bytes_of(py, obj).map(Block::Owned)
@@ -499,6 +514,11 @@ const SPARE_COUNT: usize = 16;
 /// which a reused segment does not pay.
 static SPARES: std::sync::Mutex<Vec<Segment>> = std::sync::Mutex::new(Vec::new());
 
+/// Segments in use (holding a copy), and the most that may be: a frame carries at most
+/// `MAX_ATTACHED` of them anyway, and each is an open descriptor.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+const LIVE_MAX: usize = 64;
+
 /// A copy in a spare segment, which goes back to [`SPARES`] when dropped.
 pub(crate) struct Spare {
     segment: Option<Segment>,
@@ -506,7 +526,13 @@ pub(crate) struct Spare {
 }
 
 impl Spare {
-    fn copy_of(bytes: &[u8]) -> PyResult<Spare> {
+    /// A copy of `bytes` in a segment, or None when [`LIVE_MAX`] segments are in use or none
+    /// can be made (each holds a descriptor: the process's limit on open files is the bound).
+    fn copy_of(bytes: &[u8]) -> Option<Spare> {
+        if LIVE.fetch_add(1, Ordering::Relaxed) >= LIVE_MAX {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
         let reused = {
             let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
             // A segment big enough but not wastefully so.
@@ -515,17 +541,12 @@ impl Spare {
                 .position(|s| (bytes.len()..=2 * bytes.len()).contains(&s.capacity()))
                 .map(|i| spares.swap_remove(i))
         };
-        let mut segment = match reused {
-            Some(s) => s,
-            None => Segment::new(bytes.len()).map_err(|e| {
-                pyo3::exceptions::PyOSError::new_err(format!(
-                    "cannot make a shared-memory segment of {} bytes: {e}",
-                    bytes.len()
-                ))
-            })?,
+        let Some(mut segment) = reused.or_else(|| Segment::new(bytes.len()).ok()) else {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return None;
         };
         segment.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-        Ok(Spare {
+        Some(Spare {
             segment: Some(segment),
             len: bytes.len(),
         })
@@ -545,6 +566,7 @@ impl Drop for Spare {
         let Some(segment) = self.segment.take() else {
             return;
         };
+        LIVE.fetch_sub(1, Ordering::Relaxed);
         let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
         let kept: usize = spares.iter().map(Segment::capacity).sum();
         if spares.len() < SPARE_COUNT && kept + segment.capacity() <= SPARE_BYTES {

@@ -222,6 +222,12 @@ impl<J: Job> Runner<J> for ProcessRunner {
                         args.encode_into(this)?;
                         rest = tail;
                     }
+                    // Writing must attach what sizing did: those descriptors go with it.
+                    if protocol::attached::snapshot() != fds {
+                        return Err("the arguments attached other descriptors when written \
+                                    than when sized"
+                            .into());
+                    }
                     Ok(())
                 },
                 &fds,
