@@ -299,13 +299,12 @@ impl Parallel {
             Backend::Processes => {
                 // Native thread pools in the workers share the CPUs: cpu_count / n_jobs each,
                 // unless the caller set them or asked for `inner_max_num_threads`.
-                let recipe = processes::spawn::Recipe::now(self.inner_max_num_threads, || {
-                    (cpus() / n_jobs).max(1)
-                });
+                let recipe = processes::spawn::Recipe::now(self.inner_max_num_threads);
                 let runners = processes::runners(
                     plan.workers,
                     n_jobs,
                     &recipe,
+                    || (cpus() / n_jobs).max(1),
                     self.max_nbytes
                         .unwrap_or(crate::protocol::DEFAULT_THRESHOLD),
                 )

@@ -72,14 +72,16 @@ pub(crate) struct ProcessRunner {
     max_nbytes: usize,
 }
 
-/// Checks out `n` workers for a call of `n_jobs`, started as `recipe` says.
+/// Checks out `n` workers for a call of `n_jobs`, started as `recipe` says (`share()`
+/// threads where it leaves the count to the CPU share).
 pub(crate) fn runners(
     n: usize,
     n_jobs: usize,
     recipe: &spawn::Recipe,
+    share: impl FnOnce() -> usize,
     max_nbytes: usize,
 ) -> Result<Vec<ProcessRunner>, StartError> {
-    let workers = pool::checkout(n, n_jobs, recipe)?;
+    let workers = pool::checkout(n, n_jobs, recipe, share)?;
     Ok(workers
         .into_iter()
         .map(|w| ProcessRunner {

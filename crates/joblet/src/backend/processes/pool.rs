@@ -27,6 +27,7 @@ struct Pool {
 
 struct Request {
     recipe: Recipe,
+    share: usize,
     idle: Duration,
     reply: Sender<std::io::Result<spawn::Started>>,
 }
@@ -64,7 +65,9 @@ fn pool_thread(inbox: Receiver<Request>) {
     loop {
         match inbox.recv_timeout(Duration::from_secs(1)) {
             Ok(req) => {
-                let _ = req.reply.send(spawn::start(&req.recipe, req.idle));
+                let _ = req
+                    .reply
+                    .send(spawn::start(&req.recipe, req.share, req.idle));
             }
             Err(RecvTimeoutError::Timeout) => reap_expired(),
             Err(RecvTimeoutError::Disconnected) => return,
@@ -98,14 +101,21 @@ pub(crate) fn set_idle_timeout(timeout: Duration) {
     }
 }
 
-/// Takes `n` workers for a call of `n_jobs` whose workers are started as `recipe` says:
-/// idle ones started that way first, new ones for the rest. Idle workers started another
-/// way, or beyond `n_jobs`, are ended: the pool follows the calls it serves, as loky's does.
+/// Takes `n` workers for a call of `n_jobs` whose workers are started as `recipe` says, with
+/// `share()` threads in the variables the recipe leaves to the CPU share: idle ones started
+/// that way first, new ones for the rest. `share()` reads the CPU count, so it is asked only
+/// when an idle worker last served another `n_jobs` or a worker must start. Idle workers
+/// started another way, or beyond `n_jobs`, are ended: the pool follows the calls it serves,
+/// as loky's does.
 pub(crate) fn checkout(
     n: usize,
     n_jobs: usize,
     recipe: &Recipe,
+    share: impl FnOnce() -> usize,
 ) -> Result<Vec<Worker>, StartError> {
+    let known = std::cell::OnceCell::new();
+    let mut share = Some(share);
+    let mut share = || *known.get_or_init(|| share.take().map_or(1, |f| f()));
     let (mut workers, stale, requests, idle) = {
         let mut guard = pool();
         let pool = guard.as_mut().expect("pool() creates the pool");
@@ -114,11 +124,15 @@ pub(crate) fn checkout(
         let mut stale = Vec::new();
         // Reuse what fits; keep idle ones up to n_jobs (a short call does not shrink the
         // pool); end the rest.
-        for i in pool.idle.drain(..) {
-            let fits = i.worker.recipe == *recipe && i.worker.process.is_alive();
+        for mut i in pool.idle.drain(..) {
+            let fits = i.worker.recipe == *recipe
+                && i.worker.process.is_alive()
+                && (!recipe.uses_share() || i.worker.n_jobs == n_jobs || i.worker.share == share());
             if fits && workers.len() < n {
+                i.worker.n_jobs = n_jobs;
                 workers.push(i.worker);
             } else if fits && workers.len() + kept.len() < n_jobs {
+                i.worker.n_jobs = n_jobs;
                 kept.push(i);
             } else {
                 stale.push(i.worker);
@@ -131,12 +145,14 @@ pub(crate) fn checkout(
         w.process.terminate();
     }
     // Start the missing workers at once, then wait for each one's hello.
+    let share = if workers.len() < n { share() } else { 0 };
     let mut pending = Vec::new();
     for _ in workers.len()..n {
         let (reply, answer) = mpsc::channel();
         requests
             .send(Request {
                 recipe: recipe.clone(),
+                share,
                 idle,
                 reply,
             })
@@ -152,7 +168,7 @@ pub(crate) fn checkout(
             .and_then(|r| r.map_err(|e| StartError(format!("cannot start a worker process: {e}"))))
         {
             Ok((child, stream, status)) => {
-                match spawn::handshake(child, stream, status, recipe.clone()) {
+                match spawn::handshake(child, stream, status, recipe.clone(), share, n_jobs) {
                     Ok(w) => workers.push(w),
                     Err(e) => error = error.or(Some(e)),
                 }

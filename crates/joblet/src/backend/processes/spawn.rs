@@ -92,26 +92,23 @@ pub(crate) fn set_worker_command(external: External) {
 pub(crate) struct Recipe {
     /// The application's command, or `None` to re-execute this binary.
     command: Option<Arc<External>>,
-    /// Every variable of [`THREAD_LIMIT_VARS`], with its value for the worker.
-    threads: Vec<(&'static str, OsString)>,
+    /// Every variable of [`THREAD_LIMIT_VARS`] with its value for the worker, or `None` for
+    /// the call's CPU share, which a worker gets when it starts (reading the CPU count costs
+    /// a warm call a third of its time: it is read only when a worker starts or an idle one
+    /// served another `n_jobs`).
+    threads: Vec<(&'static str, Option<OsString>)>,
 }
 
 impl Recipe {
     /// The recipe for a worker started now: in each thread-count variable, `inner` if given,
-    /// else the caller's own value if it has one, else `limit()`.
-    pub(crate) fn now(inner: Option<usize>, limit: impl FnOnce() -> usize) -> Recipe {
-        let mut limit = Some(limit);
-        let mut known = None;
+    /// else the caller's own value if it has one, else the CPU share.
+    pub(crate) fn now(inner: Option<usize>) -> Recipe {
         let threads = THREAD_LIMIT_VARS
             .iter()
             .map(|&var| {
-                let value = match (inner, std::env::var_os(var)) {
-                    (Some(n), _) => n.to_string().into(),
-                    (None, Some(set)) => set,
-                    (None, None) => {
-                        let n = *known.get_or_insert_with(|| limit.take().map_or(1, |f| f()));
-                        OsString::from(n.to_string())
-                    }
+                let value = match inner {
+                    Some(n) => Some(OsString::from(n.to_string())),
+                    None => std::env::var_os(var),
                 };
                 (var, value)
             })
@@ -121,6 +118,11 @@ impl Recipe {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         Recipe { command, threads }
+    }
+
+    /// Whether some thread-count variable gets the CPU share.
+    pub(crate) fn uses_share(&self) -> bool {
+        self.threads.iter().any(|(_, v)| v.is_none())
     }
 
     fn launcher(&self) -> Arc<dyn Launcher> {
@@ -244,8 +246,12 @@ pub(crate) struct Worker {
     pub(crate) process: Arc<Process>,
     pub(crate) channel: Channel,
     pub(crate) status: Arc<StatusPage>,
-    /// How it was started (which cannot change later).
+    /// How it was started (which cannot change later), and the CPU share it got.
     pub(crate) recipe: Recipe,
+    pub(crate) share: usize,
+    /// The `n_jobs` of the last call it served, whose CPU share is `share`: a call with the
+    /// same `n_jobs` can reuse it without reading the CPU count again.
+    pub(crate) n_jobs: usize,
 }
 
 /// A worker process just started, before its handshake.
@@ -257,7 +263,7 @@ pub(crate) struct StartError(pub(crate) String);
 
 /// Starts a worker process. Must run on a thread that lives as long as the program: the
 /// kernel's parent-death signal fires when the thread that forked the child exits.
-pub(crate) fn start(recipe: &Recipe, idle: Duration) -> io::Result<Started> {
+pub(crate) fn start(recipe: &Recipe, share: usize, idle: Duration) -> io::Result<Started> {
     let (parent_end, child_end) = UnixStream::pair()?;
     let status = StatusPage::create()?;
     let mut cmd = recipe.launcher().command();
@@ -265,7 +271,13 @@ pub(crate) fn start(recipe: &Recipe, idle: Duration) -> io::Result<Started> {
         .env(ENV_STATUS_FD, "4")
         .env(ENV_IDLE_MS, idle.as_millis().to_string())
         .stdin(Stdio::null());
-    cmd.envs(recipe.threads.iter().map(|(k, v)| (k, v)));
+    let share = OsString::from(share.to_string());
+    cmd.envs(
+        recipe
+            .threads
+            .iter()
+            .map(|(k, v)| (k, v.as_ref().unwrap_or(&share))),
+    );
     let socket_fd = child_end.as_raw_fd();
     let status_fd = status.fd().as_raw_fd();
     // SAFETY: getpid has no preconditions.
@@ -314,6 +326,8 @@ pub(crate) fn handshake(
     stream: UnixStream,
     status: StatusPage,
     recipe: Recipe,
+    share: usize,
+    n_jobs: usize,
 ) -> Result<Worker, StartError> {
     let pid = child.id();
     let process = Arc::new(Process {
@@ -361,5 +375,7 @@ pub(crate) fn handshake(
         channel,
         status: Arc::new(status),
         recipe,
+        share,
+        n_jobs,
     })
 }
