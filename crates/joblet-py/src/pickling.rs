@@ -3,7 +3,7 @@
 //! out-of-band buffers lent in place on the way out and handed to Python without a copy on
 //! the way in. Whatever the C pickler cannot do is for `joblet._codec` (cloudpickle).
 
-use joblet::__private::{PrivateView, Segment};
+use joblet::__private::{PrivateView, Spare, SPARE_MIN};
 use joblet::Buffer;
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -14,7 +14,6 @@ use pyo3::types::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::mem::ManuallyDrop;
 use std::os::raw::{c_int, c_void};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// An object encoded for the other process: a `marshal` stream for plain data, else a pickle
@@ -44,7 +43,7 @@ pub(crate) enum Format {
 pub(crate) enum Block {
     Lent(Lent),
     Owned(Vec<u8>),
-    /// A copy in a segment that goes back to [`SPARES`] when dropped (after the worker
+    /// A copy in a segment that goes back to the engine's pool when dropped (after the worker
     /// answered: the process backend keeps a batch's arguments until then).
     Copied(Spare),
     Mapped(Arc<PrivateView>),
@@ -83,11 +82,11 @@ fn view_bytes(view: &PrivateView) -> &[u8] {
 /// the descriptors attached to the frame (and how many bytes of it).
 #[derive(Deserialize)]
 enum BlockWire {
-    Inline(Buffer<u8>),
+    Inline(serde_bytes::ByteBuf),
     Attached { index: u32, len: u64 },
 }
 
-/// Bytes encoded as one byte string (what `Buffer<u8>` decodes).
+/// Bytes encoded as one byte string (what `BlockWire::Inline` decodes).
 struct RawBytes<'a>(&'a [u8]);
 
 impl Serialize for RawBytes<'_> {
@@ -104,7 +103,7 @@ impl Serialize for Block {
             if let Some(index) = joblet::__private::attach_fd(c.fd()) {
                 let mut v = serializer.serialize_struct_variant("BlockWire", 1, "Attached", 2)?;
                 v.serialize_field("index", &index)?;
-                v.serialize_field("len", &(c.len as u64))?;
+                v.serialize_field("len", &(c.len() as u64))?;
                 return v.end();
             }
         }
@@ -116,7 +115,7 @@ impl<'de> Deserialize<'de> for Block {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         match BlockWire::deserialize(deserializer)? {
-            BlockWire::Inline(b) => Ok(Block::Owned(b.into_inner())),
+            BlockWire::Inline(b) => Ok(Block::Owned(b.into_vec())),
             BlockWire::Attached { index, len } => {
                 let fd = joblet::__private::take_fd(index).ok_or_else(|| {
                     D::Error::custom(format!("no segment attached at position {index}"))
@@ -498,81 +497,6 @@ fn copy_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Block> {
         }
     }
     bytes_of(py, obj).map(Block::Owned)
-}
-
-/// Buffers of copies that need one: below this, the allocator reuses memory well enough,
-/// and a copy into the frame costs less than a descriptor.
-const SPARE_MIN: usize = 64 << 10;
-/// At most this much memory is kept in spare segments, in at most this many.
-const SPARE_BYTES: usize = 128 << 20;
-const SPARE_COUNT: usize = 16;
-
-/// Shared-memory segments for the caller's copies of big writable arguments, kept from one
-/// task to the next. The copy is the only one on the way: the segment travels with the frame
-/// as a descriptor and the worker maps it copy-on-write. A copy into fresh memory faults its
-/// pages in one by one (about two thirds of the time of sending an 8 MB array, measured),
-/// which a reused segment does not pay.
-static SPARES: std::sync::Mutex<Vec<Segment>> = std::sync::Mutex::new(Vec::new());
-
-/// Segments in use (holding a copy), and the most that may be: a frame carries at most
-/// `MAX_ATTACHED` of them anyway, and each is an open descriptor.
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-const LIVE_MAX: usize = 64;
-
-/// A copy in a spare segment, which goes back to [`SPARES`] when dropped.
-pub(crate) struct Spare {
-    segment: Option<Segment>,
-    len: usize,
-}
-
-impl Spare {
-    /// A copy of `bytes` in a segment, or None when [`LIVE_MAX`] segments are in use or none
-    /// can be made (each holds a descriptor: the process's limit on open files is the bound).
-    fn copy_of(bytes: &[u8]) -> Option<Spare> {
-        if LIVE.fetch_add(1, Ordering::Relaxed) >= LIVE_MAX {
-            LIVE.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        let reused = {
-            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-            // A segment big enough but not wastefully so.
-            spares
-                .iter()
-                .position(|s| (bytes.len()..=2 * bytes.len()).contains(&s.capacity()))
-                .map(|i| spares.swap_remove(i))
-        };
-        let Some(mut segment) = reused.or_else(|| Segment::new(bytes.len()).ok()) else {
-            LIVE.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        };
-        segment.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
-        Some(Spare {
-            segment: Some(segment),
-            len: bytes.len(),
-        })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.segment.as_ref().expect("until dropped").bytes()[..self.len]
-    }
-
-    fn fd(&self) -> std::os::fd::RawFd {
-        self.segment.as_ref().expect("until dropped").fd()
-    }
-}
-
-impl Drop for Spare {
-    fn drop(&mut self) {
-        let Some(segment) = self.segment.take() else {
-            return;
-        };
-        LIVE.fetch_sub(1, Ordering::Relaxed);
-        let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: usize = spares.iter().map(Segment::capacity).sum();
-        if spares.len() < SPARE_COUNT && kept + segment.capacity() <= SPARE_BYTES {
-            spares.push(segment);
-        }
-    }
 }
 
 fn bytes_of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {

@@ -76,7 +76,7 @@ joblet::remote_fn! {
 joblet::remote_fn! {
     /// Makes the `n` values of vector `k`, returned as a `Buffer<f64>`.
     fn make_buf(k: u64, n: u64) -> Buffer<f64> {
-        Buffer(make(k, n))
+        Buffer::from(make(k, n))
     }
 }
 
@@ -518,7 +518,7 @@ fn case_big(cfg: &Config, pool: &procspawn::Pool) -> BigTimes {
                 let inputs = owned();
                 let t = Instant::now();
                 let got = par
-                    .try_run(inputs.into_iter().map(|v| sum_buf::task(Buffer(v))))
+                    .try_run(inputs.into_iter().map(|v| sum_buf::task(Buffer::from(v))))
                     .expect("joblet call failed");
                 (t.elapsed(), got)
             }
@@ -533,7 +533,7 @@ fn case_big(cfg: &Config, pool: &procspawn::Pool) -> BigTimes {
                 let t = Instant::now();
                 let got = procspawn_map(
                     pool,
-                    inputs.into_iter().map(Buffer),
+                    inputs.into_iter().map(Buffer::from),
                     |v: Buffer<f64>| sum_buf(v),
                     ps_window,
                 );
@@ -620,7 +620,12 @@ fn case_big(cfg: &Config, pool: &procspawn::Pool) -> BigTimes {
     assert_eq!(got, sums, "joblet Vec<f64> (watched): wrong sums");
     let args_vec = seen();
     let got = watched
-        .try_run(sources.iter().cloned().map(|v| sum_buf::task(Buffer(v))))
+        .try_run(
+            sources
+                .iter()
+                .cloned()
+                .map(|v| sum_buf::task(Buffer::from(v))),
+        )
         .expect("joblet call failed");
     assert_eq!(got, sums, "joblet Buffer<f64> (watched): wrong sums");
     let args_buf = seen();

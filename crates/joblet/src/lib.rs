@@ -62,7 +62,7 @@ pub use task::{delayed, Args, Job};
 pub mod __private {
     pub use crate::protocol::attached::{attach_fd, take_fd};
     pub use crate::remote::{call_encoded, Called, Never, Registered};
-    pub use crate::shm::{PrivateView, Segment};
+    pub use crate::shm::{PrivateView, Spare, SPARE_MIN};
     pub use inventory;
 }
 

@@ -4,8 +4,10 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// A new memfd of `len` bytes (zeros), close-on-exec. With `seal_shrink`, it can never
 /// shrink, so that any process mapping it can never lose pages under it (no SIGBUS).
@@ -167,7 +169,7 @@ impl Segment {
         self.map.bytes()
     }
 
-    pub fn fd(&self) -> std::os::fd::RawFd {
+    pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }
@@ -221,6 +223,93 @@ impl PrivateView {
                 current = now;
             }
             offset += page;
+        }
+    }
+}
+
+/// Bytes worth lending through a segment when they need a copy anyway: below this, the
+/// allocator reuses memory well enough, and a copy into the frame costs less than a
+/// descriptor.
+#[doc(hidden)]
+pub const SPARE_MIN: usize = 64 << 10;
+/// At most this much memory is kept in spare segments, in at most this many.
+const SPARE_BYTES: usize = 128 << 20;
+const SPARE_COUNT: usize = 16;
+
+/// Shared-memory segments for the caller's copies of big arguments (Python's writable
+/// arrays, Rust's [`crate::Buffer`]s), kept from one batch to the next. The copy is the only
+/// one on the way: the segment travels with the frame as a descriptor and the worker maps
+/// it. A copy into fresh memory faults its pages in one by one (about two thirds of the time
+/// of sending an 8 MB array, measured), which a reused segment does not pay.
+static SPARES: Mutex<Vec<Segment>> = Mutex::new(Vec::new());
+
+/// Segments in use (holding a copy), and the most that may be: a frame carries at most
+/// `MAX_ATTACHED` of them anyway, and each is an open descriptor.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+const LIVE_MAX: usize = 64;
+
+/// A copy in a spare segment, which goes back to the pool when dropped (the sender drops it
+/// once the worker has answered the batch that carried it).
+#[doc(hidden)]
+pub struct Spare {
+    segment: Option<Segment>,
+    len: usize,
+}
+
+impl Spare {
+    /// A copy of `bytes` in a segment, or None when `LIVE_MAX` segments are in use or none
+    /// can be made (each holds a descriptor: the process's limit on open files is the bound).
+    pub fn copy_of(bytes: &[u8]) -> Option<Spare> {
+        if LIVE.fetch_add(1, Ordering::Relaxed) >= LIVE_MAX {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let reused = {
+            let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+            // A segment big enough but not wastefully so.
+            spares
+                .iter()
+                .position(|s| (bytes.len()..=2 * bytes.len()).contains(&s.capacity()))
+                .map(|i| spares.swap_remove(i))
+        };
+        let Some(mut segment) = reused.or_else(|| Segment::new(bytes.len()).ok()) else {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        };
+        segment.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        Some(Spare {
+            segment: Some(segment),
+            len: bytes.len(),
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.segment.as_ref().expect("until dropped").bytes()[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.segment.as_ref().expect("until dropped").fd()
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        let mut spares = SPARES.lock().unwrap_or_else(|e| e.into_inner());
+        let kept: usize = spares.iter().map(Segment::capacity).sum();
+        if spares.len() < SPARE_COUNT && kept + segment.capacity() <= SPARE_BYTES {
+            spares.push(segment);
         }
     }
 }

@@ -13,7 +13,7 @@
 //! A few tests run another copy as a *program* (a second variable) and look at it from the
 //! outside: its output, its exit, its workers after it is killed.
 
-use joblet::{Backend, Error, Event, Parallel, WorkerExit};
+use joblet::{Backend, Buffer, Error, Event, Parallel, WorkerExit};
 use libtest_mimic::{Arguments, Failed, Trial};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -243,6 +243,18 @@ fn scenarios() -> Vec<Scenario> {
         test(
             "results::codec_errors_are_transport_errors",
             codec_errors_are_transport_errors,
+        ),
+        test(
+            "results::buffers_are_read_in_place_and_stay_the_callers",
+            buffers_are_read_in_place_and_stay_the_callers,
+        ),
+        test(
+            "results::a_kept_buffer_keeps_its_values_when_segments_are_reused",
+            a_kept_buffer_keeps_its_values_when_segments_are_reused,
+        ),
+        test(
+            "results::lending_buffers_leaks_no_descriptor",
+            lending_buffers_leaks_no_descriptor,
         ),
         // 11. Nesting.
         test(
@@ -1968,6 +1980,172 @@ fn big_arguments_and_results_round_trip() {
             );
         }
     }
+}
+
+joblet::remote_fn! {
+    /// Sums a buffer, then writes into it (which must copy it: the caller's stays as it was)
+    /// and says whether the write took.
+    fn sum_then_write(b: Buffer<f64>) -> (f64, bool) {
+        let mut b = b;
+        let sum = b.iter().sum();
+        if let Some(first) = b.first_mut() {
+            *first = -1.0;
+        }
+        (sum, b.first() == Some(&-1.0))
+    }
+}
+
+joblet::remote_fn! {
+    /// Gives its buffer back.
+    fn echo_buffer(b: Buffer<f64>) -> Buffer<f64> {
+        b
+    }
+}
+
+/// Buffers that tasks of this worker kept past their batch.
+static KEPT: std::sync::Mutex<Vec<Buffer<f64>>> = std::sync::Mutex::new(Vec::new());
+
+joblet::remote_fn! {
+    /// Keeps its buffer in a static, past the end of its batch; says which process did.
+    fn keep_buffer(b: Buffer<f64>) -> u32 {
+        KEPT.lock().unwrap().push(b);
+        std::process::id()
+    }
+}
+
+joblet::remote_fn! {
+    /// The process, and the first value and the sum of every buffer it kept so far.
+    fn kept_buffers() -> (u32, Vec<(f64, f64)>) {
+        let kept = KEPT.lock().unwrap();
+        (std::process::id(), kept.iter().map(|b| (b[0], b.iter().sum())).collect())
+    }
+}
+
+/// A buffer of `len` values, all `value` but the last, which is its index in the call.
+fn filled(len: usize, value: f64, last: f64) -> Buffer<f64> {
+    let mut v = vec![value; len];
+    if let Some(l) = v.last_mut() {
+        *l = last;
+    }
+    Buffer::from(v)
+}
+
+/// Buffers below and above the threshold, one shared by many tasks of a call, written to by
+/// the task: every sum is right, the task's write takes, and the caller's buffers never
+/// change. Echoed buffers come back whole, with the default threshold and with one above them.
+fn buffers_are_read_in_place_and_stay_the_callers() {
+    let big = 1usize << 18; // 2 MiB of f64: above the 1 MiB default
+    for p in [processes(2), processes(2).max_nbytes(64 << 20)] {
+        for len in [0usize, 1, 1000, big] {
+            let shared = filled(len, 2.0, 7.0);
+            let own: Vec<Buffer<f64>> = (0..12).map(|k| filled(len, 1.0, k as f64)).collect();
+            let tasks = (0..24).map(|k| {
+                let b = if k % 2 == 0 {
+                    shared.clone()
+                } else {
+                    own[k / 2].clone()
+                };
+                sum_then_write::task(b)
+            });
+            let got = p
+                .try_run(tasks)
+                .unwrap_or_else(|e| panic!("{p:?}, {len}: {e}"));
+            for (k, (sum, wrote)) in got.into_iter().enumerate() {
+                let want = if len == 0 {
+                    0.0
+                } else if k % 2 == 0 {
+                    2.0 * (len - 1) as f64 + 7.0
+                } else {
+                    (len - 1) as f64 + (k / 2) as f64
+                };
+                assert_eq!(sum, want, "{p:?}: task {k} of length {len}");
+                assert_eq!(wrote, len > 0, "{p:?}: task {k} of length {len}");
+            }
+            assert!(shared.iter().take(len.saturating_sub(1)).all(|&v| v == 2.0));
+            for (k, b) in own.iter().enumerate() {
+                assert!(
+                    b.iter().take(len.saturating_sub(1)).all(|&v| v == 1.0),
+                    "own {k}"
+                );
+            }
+            let echoed = p
+                .try_run(own.iter().cloned().map(echo_buffer::task))
+                .unwrap_or_else(|e| panic!("{p:?}, {len}: {e}"));
+            assert!(
+                echoed == own,
+                "{p:?}: echoed buffers of length {len} differ"
+            );
+        }
+    }
+}
+
+/// A task keeps its argument (a view of the caller's segment) in a static; later calls of
+/// the same size reuse that segment with other values. The kept buffer must still show its
+/// own values, which it can only do if the worker gave it its own pages when its batch ended.
+fn a_kept_buffer_keeps_its_values_when_segments_are_reused() {
+    let len = 1usize << 18;
+    // Two workers: one worker alone would run the tasks in the caller (n_jobs = 1).
+    let p = processes(2).batch_size(1);
+    let keeper = p
+        .try_run([keep_buffer::task(filled(len, 5.0, 5.0))])
+        .expect("keep")[0];
+    for round in 0..6 {
+        let sums = p
+            .try_run((0..4).map(|k| sum_then_write::task(filled(len, round as f64, k as f64))))
+            .expect("later calls");
+        for (k, (sum, _)) in sums.into_iter().enumerate() {
+            assert_eq!(
+                sum,
+                round as f64 * (len - 1) as f64 + k as f64,
+                "round {round}"
+            );
+        }
+    }
+    // Ask until the keeper answers (a one-task call goes to either worker).
+    for _ in 0..200 {
+        let (pid, kept) = p.try_run([kept_buffers::task()]).expect("kept")[0].clone();
+        if pid == keeper {
+            assert_eq!(
+                kept,
+                vec![(5.0, 5.0 * len as f64)],
+                "the kept buffer changed"
+            );
+            return;
+        }
+    }
+    panic!("the worker that kept the buffer never answered");
+}
+
+/// The caller's open descriptors: after many calls with big buffers, no more than the
+/// workers' and the bounded pool of spare segments (16) hold; and no more memfds than that
+/// stay open once the calls are over.
+fn lending_buffers_leaks_no_descriptor() {
+    let segments = || {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("/proc/self/fd")
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().contains("joblet-segment"))
+            .count()
+    };
+    let before = segments();
+    let p = processes(2);
+    let call = |values: f64| {
+        let tasks = (0..40).map(|k| sum_then_write::task(filled(1 << 18, values, k as f64)));
+        let got = p.try_run(tasks).expect("call");
+        assert_eq!(got.len(), 40);
+    };
+    for round in 0..20 {
+        call(round as f64);
+        let open = segments() - before;
+        assert!(
+            open <= 16,
+            "{open} segments open after call {round}: more than the pool"
+        );
+    }
+    assert!(
+        segments() > before,
+        "no segment was used: the buffers were not lent"
+    );
 }
 
 /// Where a value's serde code refuses to work.

@@ -11,14 +11,16 @@ use std::io::{self, Read, Write};
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 /// Below this size a payload is copied through the socket (joblib's `max_nbytes` default).
 pub(crate) const DEFAULT_THRESHOLD: usize = 1 << 20;
 
-/// A received payload: bytes read from the socket, or a mapping of the sender's memfd.
+/// A received payload: bytes read from the socket, or the first bytes of a mapping of the
+/// sender's outbox.
 pub(crate) enum Payload {
     Inline(Vec<u8>),
-    Shared(Mapping),
+    Shared(Arc<Mapping>, usize),
 }
 
 impl Deref for Payload {
@@ -26,7 +28,7 @@ impl Deref for Payload {
     fn deref(&self) -> &[u8] {
         match self {
             Payload::Inline(v) => v,
-            Payload::Shared(m) => m.bytes(),
+            Payload::Shared(m, len) => &m.bytes()[..*len],
         }
     }
 }
@@ -41,6 +43,8 @@ pub(crate) struct Channel {
     outbox: Option<Outbox>,
     /// The descriptors attached to the last frame received (see `attached.rs`).
     received: Vec<OwnedFd>,
+    /// The peer's outbox as last mapped here, and its identity (device, inode).
+    peer_outbox: Option<((u64, u64), Arc<Mapping>)>,
 }
 
 /// A memfd mapped writable in the sender, kept from one large message to the next.
@@ -83,6 +87,7 @@ impl Channel {
             threshold,
             outbox: None,
             received: Vec::new(),
+            peer_outbox: None,
         }
     }
 
@@ -205,10 +210,10 @@ impl Channel {
             let fd = payload_fd.ok_or_else(|| {
                 malformed("a shared-memory frame came without its descriptor".into())
             })?;
-            let mapping = Mapping::new(&fd, len as usize, Access::ReadPopulated).map_err(|e| {
+            let mapping = self.map_peer_outbox(&fd, len as usize).map_err(|e| {
                 malformed(format!("cannot map the shared payload of {len} bytes: {e}"))
             })?;
-            return Ok((kind, Payload::Shared(mapping)));
+            return Ok((kind, Payload::Shared(mapping, len as usize)));
         }
         // Grown as bytes arrive: a lying length cannot make us allocate it up front.
         let mut payload = Vec::new();
@@ -223,6 +228,36 @@ impl Channel {
             )));
         }
         Ok((kind, Payload::Inline(payload)))
+    }
+}
+
+impl Channel {
+    /// A mapping of the peer's outbox `fd`, holding at least `len` bytes: the one kept from
+    /// an earlier frame when the peer still uses the same outbox (it keeps it from one
+    /// message to the next), which saves mapping, faulting in and unmapping every page of
+    /// every big message. Reading a kept mapping is sound for the same reason as reusing the
+    /// outbox: a message has been read before the peer writes the next.
+    fn map_peer_outbox(&mut self, fd: &OwnedFd, len: usize) -> io::Result<Arc<Mapping>> {
+        // SAFETY: fstat into a zeroed struct on a descriptor we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        #[allow(clippy::unnecessary_cast)] // u64 on some targets, not on all
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        if let Some((kept, mapping)) = &self.peer_outbox {
+            if *kept == id && mapping.len() >= len {
+                return Ok(Arc::clone(mapping));
+            }
+        }
+        self.peer_outbox = None;
+        // All of it (the peer rounds its outbox up), so that the next, bigger messages fit.
+        let size = usize::try_from(st.st_size).unwrap_or(0).max(len);
+        let mapping = Arc::new(Mapping::new(fd, size, Access::ReadPopulated)?);
+        if size <= KEEP_OUTBOX {
+            self.peer_outbox = Some((id, Arc::clone(&mapping)));
+        }
+        Ok(mapping)
     }
 }
 
@@ -357,7 +392,7 @@ mod tests {
         assert!(matches!(p, Payload::Inline(_)) && k == Kind::BatchDone);
         assert_eq!(super::super::decode::<Bytes>("", &p).unwrap().0, b"small");
         let (k, p) = rx.recv().unwrap();
-        assert!(matches!(p, Payload::Shared(_)) && k == Kind::RunBatch);
+        assert!(matches!(p, Payload::Shared(..)) && k == Kind::RunBatch);
         assert!(super::super::decode::<Bytes>("", &p).unwrap().0 == &big[..]);
         drop(p);
         // The outbox is reused (grown here) once the receiver is done with a message.

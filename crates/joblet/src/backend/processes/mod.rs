@@ -164,7 +164,9 @@ impl<J: Job> Runner<J> for ProcessRunner {
         let mut decoders = Vec::with_capacity(batch.jobs.len());
         // Sizing the arguments also collects the descriptors they attach (`attached.rs`);
         // encoding them into the frame finds the same ones.
-        let (sized, attached) = protocol::attached::collecting(Vec::new(), || {
+        let lend_min = self.max_nbytes.max(crate::shm::SPARE_MIN);
+        let outgoing = protocol::attached::Outgoing::new(lend_min);
+        let (sized, attached) = protocol::attached::collecting(outgoing, || {
             for (i, job) in batch.jobs.into_iter().enumerate() {
                 let Some(wire) = job.into_wire() else {
                     let why = "this task cannot be sent to a worker process".into();
@@ -236,9 +238,10 @@ impl<J: Job> Runner<J> for ProcessRunner {
             )
         });
         debug_assert!(attached.len() <= protocol::attached::MAX_ATTACHED);
-        // The arguments (and what they attached) live until the worker has answered: it may
-        // still be reading them.
+        // The arguments (and what they attached or lent) live until the worker has answered:
+        // it may still be reading them.
         let _args = args;
+        let _lent = attached;
         match sent {
             Ok(()) => {}
             // The batch could not be encoded, or is too big for a frame: this task's fault,

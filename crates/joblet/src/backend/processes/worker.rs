@@ -89,6 +89,7 @@ fn serve(fd: Option<i32>, scope: &dyn Fn(&mut dyn FnMut())) -> io::Result<()> {
     // Tasks here are inside the parent's parallel call: calls they make run sequentially.
     crate::context::enter_worker_process();
     keep_freed_memory();
+    privatize_views_before_fork();
     // The fds were placed without close-on-exec (to survive exec); set it again, or programs
     // that tasks start would inherit the socket and keep it open after this worker dies.
     for raw in [fd, status_fd] {
@@ -146,11 +147,25 @@ fn serve(fd: Option<i32>, scope: &dyn Fn(&mut dyn FnMut())) -> io::Result<()> {
         let outcome = outcome.ok_or_else(|| io::Error::other("the batch scope did not run it"))?;
         drop((batch, args));
         drop(payload);
+        // The caller may reuse the segments of this batch once it has the answer.
+        crate::buffer::received::batch_done();
         channel.send_message(Kind::BatchDone, &outcome.message())?;
         // Only now is the batch over: a crash while encoding or sending the answer is still
         // charged to its last task.
         status.cells()[0].store(0, Ordering::Release);
     }
+}
+
+/// A task that forks (`fork()`, not `posix_spawn`) would leave its child with views of the
+/// caller's segments, which the caller rewrites after the batch: they get their own pages
+/// first (`buffer::received`).
+fn privatize_views_before_fork() {
+    extern "C" fn prepare() {
+        crate::buffer::received::privatize_all();
+    }
+    // SAFETY: registers a handler with no preconditions; it only takes a mutex that no
+    // thread holds across a fork of its own.
+    unsafe { libc::pthread_atfork(Some(prepare), None, None) };
 }
 
 /// A worker decodes arguments and encodes results of similar sizes batch after batch. By
