@@ -14,7 +14,9 @@
 //!    each returning 8 MiB: throughput in GB/s, with `Vec<f64>` (serde, number by number) and
 //!    `joblet::Buffer<f64>` (one block of bytes), against a plain memcpy of the same bytes in
 //!    the same run (into a pre-touched buffer, and into fresh `Vec`s). Target: joblet at least
-//!    half of memcpy's bandwidth (the pre-touched one).
+//!    half of memcpy's bandwidth (the pre-touched one). `Vec` arguments are cloned before the
+//!    clock and freed inside the call; `Buffer` arguments are cheap clones (shared values) of
+//!    buffers made once, for joblet and procspawn alike.
 //!
 //! Workers are this binary re-executed: `main` calls `joblet::worker_hook()` and then
 //! `procspawn::init()` before anything else.
@@ -488,10 +490,14 @@ fn case_big(cfg: &Config, pool: &procspawn::Pool) -> BigTimes {
         took
     };
 
-    // Sums of the sources, by each contender. A task owns its argument: the arguments are
-    // cloned before the clock starts, and freed inside the call as the contender does it.
+    // Sums of the sources, by each contender. A task owns its argument: `Vec` arguments are
+    // cloned before the clock starts, and freed inside the call as the contender does it;
+    // `Buffer` arguments are clones of buffers made once (a clone shares the values, as a
+    // caller sending one buffer to many calls would do), for joblet and procspawn alike.
+    let buffers: Vec<Buffer<f64>> = sources.iter().map(|s| Buffer::from(s.clone())).collect();
     let run_args = |which: usize, dst: &mut Vec<f64>| -> Duration {
         let owned = || sources.to_vec();
+        let shared = || buffers.clone();
         let (took, got): (Duration, Vec<f64>) = match which {
             MEMCPY => return memcpy(sources.len(), dst),
             MEMCPY_FRESH => {
@@ -515,10 +521,10 @@ fn case_big(cfg: &Config, pool: &procspawn::Pool) -> BigTimes {
                 (t.elapsed(), got)
             }
             JOBLET_BUF => {
-                let inputs = owned();
+                let inputs = shared();
                 let t = Instant::now();
                 let got = par
-                    .try_run(inputs.into_iter().map(|v| sum_buf::task(Buffer::from(v))))
+                    .try_run(inputs.into_iter().map(sum_buf::task))
                     .expect("joblet call failed");
                 (t.elapsed(), got)
             }
@@ -529,14 +535,9 @@ fn case_big(cfg: &Config, pool: &procspawn::Pool) -> BigTimes {
                 (t.elapsed(), got)
             }
             _ => {
-                let inputs = owned();
+                let inputs = shared();
                 let t = Instant::now();
-                let got = procspawn_map(
-                    pool,
-                    inputs.into_iter().map(Buffer::from),
-                    |v: Buffer<f64>| sum_buf(v),
-                    ps_window,
-                );
+                let got = procspawn_map(pool, inputs, |v: Buffer<f64>| sum_buf(v), ps_window);
                 (t.elapsed(), got)
             }
         };
@@ -620,12 +621,7 @@ fn case_big(cfg: &Config, pool: &procspawn::Pool) -> BigTimes {
     assert_eq!(got, sums, "joblet Vec<f64> (watched): wrong sums");
     let args_vec = seen();
     let got = watched
-        .try_run(
-            sources
-                .iter()
-                .cloned()
-                .map(|v| sum_buf::task(Buffer::from(v))),
-        )
+        .try_run(buffers.iter().cloned().map(sum_buf::task))
         .expect("joblet call failed");
     assert_eq!(got, sums, "joblet Buffer<f64> (watched): wrong sums");
     let args_buf = seen();
