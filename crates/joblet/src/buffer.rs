@@ -169,8 +169,12 @@ impl<T: bytemuck::Pod> Serialize for Buffer<T> {
         // Native byte order: the bytes only ever travel between processes of the same binary
         // on the same machine.
         let bytes: &[u8] = bytemuck::cast_slice(&self[..]);
-        let identity = bytes.as_ptr() as usize;
-        if let Some(index) = crate::protocol::attached::lend(identity, bytes) {
+        let key = (bytes.as_ptr() as usize, bytes.len());
+        let keep: Box<dyn std::any::Any> = match &self.data {
+            Data::Owned(v) => Box::new(Arc::clone(v)),
+            Data::Viewed { view, .. } => Box::new(Arc::clone(view)),
+        };
+        if let Some(index) = crate::protocol::attached::lend(key, keep, bytes) {
             let mut v = serializer.serialize_struct_variant("Buffer", 1, "Attached", 2)?;
             v.serialize_field("index", &index)?;
             v.serialize_field("len", &(bytes.len() as u64))?;
@@ -262,34 +266,39 @@ impl<T: bytemuck::Pod> Visitor<'_> for BytesVisitor<T> {
 /// worker has answered the batch that carried it, and views are never written to (a write
 /// copies the buffer first). A view still held when its batch ends (kept by a task) gets its
 /// own pages then ([`PrivateView::privatize`]) and leaves the cache for good.
+///
+/// A mapping keeps its segment's memory alive after the caller dropped it, so the cache
+/// stays within the caller's own pool (`shm::SPARE_COUNT` segments, `shm::SPARE_BYTES`),
+/// holds no segment the pool would not keep, and forgets mappings unused for
+/// [`FORGET_AFTER`] batches.
 pub(crate) mod received {
-    use crate::shm::PrivateView;
+    use crate::shm::{PrivateView, SPARE_BYTES, SPARE_COUNT};
     use std::os::fd::AsRawFd;
     use std::sync::{Arc, Mutex};
 
-    /// At most this many mappings are kept, and this many bytes mapped in all.
-    const KEEP_COUNT: usize = 16;
-    const KEEP_BYTES: usize = 512 << 20;
+    /// Batches after which an unused mapping is dropped.
+    const FORGET_AFTER: u64 = 8;
 
     struct Entry {
         dev: u64,
         ino: u64,
         view: Arc<PrivateView>,
+        /// The batch that last used it.
         used: u64,
     }
 
-    #[derive(Default)]
     struct Cache {
         entries: Vec<Entry>,
         /// The views of the batch now running, by position in its frame.
         batch: Vec<(u32, Arc<PrivateView>)>,
-        clock: u64,
+        /// Batches ended so far.
+        batches: u64,
     }
 
     static CACHE: Mutex<Cache> = Mutex::new(Cache {
         entries: Vec::new(),
         batch: Vec::new(),
-        clock: 0,
+        batches: 0,
     });
 
     fn cache() -> std::sync::MutexGuard<'static, Cache> {
@@ -299,8 +308,7 @@ pub(crate) mod received {
     /// The view of the segment at `index` of the frame being decoded.
     pub(crate) fn view(index: u32) -> Result<Arc<PrivateView>, String> {
         let mut cache = cache();
-        cache.clock += 1;
-        let now = cache.clock;
+        let now = cache.batches;
         if let Some((_, view)) = cache.batch.iter().find(|(i, _)| *i == index) {
             return Ok(Arc::clone(view));
         }
@@ -331,12 +339,15 @@ pub(crate) mod received {
                     PrivateView::map(fd, size)
                         .map_err(|e| format!("cannot map a segment of {size} bytes: {e}"))?,
                 );
-                cache.entries.push(Entry {
-                    dev,
-                    ino,
-                    view: Arc::clone(&view),
-                    used: now,
-                });
+                // A segment the caller's pool cannot keep never comes back.
+                if size <= SPARE_BYTES / 2 {
+                    cache.entries.push(Entry {
+                        dev,
+                        ino,
+                        view: Arc::clone(&view),
+                        used: now,
+                    });
+                }
                 view
             }
         };
@@ -345,20 +356,23 @@ pub(crate) mod received {
     }
 
     /// The end of a batch in a worker: views that tasks kept get their own pages and leave
-    /// the cache; then the least recently used mappings go, down to the cache's bounds.
+    /// the cache; mappings unused for a while go; then the least recently used ones, down
+    /// to the caller's pool's bounds.
     pub(crate) fn batch_done() {
         let mut cache = cache();
         cache.batch.clear();
+        cache.batches += 1;
+        let now = cache.batches;
         cache.entries.retain(|e| {
             let kept = Arc::strong_count(&e.view) > 1;
             if kept {
                 e.view.privatize();
             }
-            !kept
+            !kept && now - e.used <= FORGET_AFTER
         });
         loop {
             let bytes: usize = cache.entries.iter().map(|e| e.view.len()).sum();
-            if cache.entries.len() <= KEEP_COUNT && bytes <= KEEP_BYTES {
+            if cache.entries.len() <= SPARE_COUNT && bytes <= SPARE_BYTES {
                 break;
             }
             let oldest = (0..cache.entries.len())
@@ -368,12 +382,18 @@ pub(crate) mod received {
         }
     }
 
-    /// Before a task forks: the child inherits the views, which must not show the caller's
-    /// later data there; they get their own pages and leave the cache.
-    pub(crate) fn privatize_all() {
+    /// Before a task forks: the child inherits the views tasks hold, which must not show the
+    /// caller's later data; they get their own pages. The cache is emptied (a mapping only
+    /// it holds costs the child nothing, but it would be privatized for nothing later).
+    pub(crate) fn privatize_before_fork() {
         let mut cache = cache();
         for e in cache.entries.drain(..) {
-            e.view.privatize();
+            if Arc::strong_count(&e.view) > 1 {
+                e.view.privatize();
+            }
+        }
+        for (_, view) in &cache.batch {
+            view.privatize();
         }
     }
 }

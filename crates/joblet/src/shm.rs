@@ -45,6 +45,9 @@ pub(crate) enum Access {
     /// A private read-only view, with every page mapped at once (MAP_POPULATE) instead of
     /// one fault per page as it is read.
     ReadPopulated,
+    /// A private read-only view whose pages are mapped as they are read (or by
+    /// [`Mapping::populate`]).
+    Read,
     /// A private writable view: copy-on-write, page by page, on the first write. Mapped
     /// read-only and populated first (populating a writable private mapping would copy every
     /// page at once), then made writable.
@@ -87,6 +90,7 @@ impl Mapping {
             Access::ReadPopulated | Access::CopyOnWrite => {
                 (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE)
             }
+            Access::Read => (libc::PROT_READ, libc::MAP_PRIVATE),
         };
         // SAFETY: mapping `len` bytes of a file at least that long (checked above); the result
         // is checked before use.
@@ -119,6 +123,18 @@ impl Mapping {
     pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: `len` mapped, readable bytes for as long as `self` lives.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Maps the pages of the first `len` bytes at once (`MADV_POPULATE_READ`, Linux 5.14)
+    /// instead of one fault per page as they are read; where the kernel cannot, they fault
+    /// in as before.
+    pub(crate) fn populate(&self, len: usize) {
+        const MADV_POPULATE_READ: libc::c_int = 22;
+        let len = len.min(self.len);
+        if len > 0 {
+            // SAFETY: advice on pages of this mapping; it changes no byte.
+            unsafe { libc::madvise(self.ptr.as_ptr().cast(), len, MADV_POPULATE_READ) };
+        }
     }
 
     /// The bytes, writable. Only for `Access::Shared` mappings.
@@ -204,6 +220,23 @@ impl PrivateView {
     /// segment's later contents (the sender reuses segments). For views kept past their
     /// batch only: it copies up to the whole view.
     pub fn privatize(&self) {
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        if self.map.len() == 0 {
+            return;
+        }
+        // Linux 5.14 and later: the kernel breaks copy-on-write on every page as if each were
+        // written, without writing anything (so no thread reading the view can race a write).
+        // SAFETY: advice on exactly this view's pages, which are writable (private).
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_ptr().cast(),
+                self.map.len(),
+                MADV_POPULATE_WRITE,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
         let page = page_size();
         let mut offset = 0;
         while offset < self.map.len() {
@@ -233,8 +266,8 @@ impl PrivateView {
 #[doc(hidden)]
 pub const SPARE_MIN: usize = 64 << 10;
 /// At most this much memory is kept in spare segments, in at most this many.
-const SPARE_BYTES: usize = 128 << 20;
-const SPARE_COUNT: usize = 16;
+pub(crate) const SPARE_BYTES: usize = 128 << 20;
+pub(crate) const SPARE_COUNT: usize = 16;
 
 /// Shared-memory segments for the caller's copies of big arguments (Python's writable
 /// arrays, Rust's [`crate::Buffer`]s), kept from one batch to the next. The copy is the only

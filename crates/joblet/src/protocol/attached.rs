@@ -13,32 +13,56 @@
 //! until the answer.
 
 use crate::shm::Spare;
+use std::any::Any;
 use std::cell::RefCell;
 use std::os::fd::{OwnedFd, RawFd};
+use std::rc::Rc;
 
 /// The most descriptors one frame carries; past this, [`attach_fd`] says no and the value
 /// travels in the frame.
 pub const MAX_ATTACHED: usize = 128;
 
 /// What the encoding of one frame has attached so far.
+///
+/// A batch is encoded twice: once to size it, then into the frame. [`lend`] decides in the
+/// first pass (copy into a spare segment, or travel inline) and records each decision in
+/// order; the second pass replays them, so both passes encode the same message even when a
+/// value builds its `Buffer` anew each time, or when segments ran out in between.
 #[derive(Default)]
 pub(crate) struct Outgoing {
     /// The descriptors, in the order of their positions.
     pub(crate) fds: Vec<RawFd>,
-    /// Copies made by [`lend`], by the identity of the value they copy.
-    lent: Vec<(usize, Spare)>,
+    /// [`lend`]'s decisions of the sizing pass, in the order it was called.
+    decisions: Vec<Decision>,
+    /// In the writing pass, how many decisions have been replayed.
+    replayed: Option<usize>,
     /// [`lend`] copies values of at least this many bytes.
     lend_min: usize,
+}
+
+struct Decision {
+    /// The value's address and length, for values lent twice in one batch (copied once).
+    key: (usize, usize),
+    copy: Option<Rc<Spare>>,
+    /// The value itself, kept alive so that its address cannot be taken by another value
+    /// while the batch is encoded.
+    _keep: Box<dyn Any>,
 }
 
 impl Outgoing {
     /// A collection in which [`lend`] takes values of `lend_min` bytes or more.
     pub(crate) fn new(lend_min: usize) -> Self {
         Outgoing {
-            fds: Vec::new(),
-            lent: Vec::new(),
             lend_min,
+            ..Outgoing::default()
         }
+    }
+
+    /// The same collection, for the writing pass: [`lend`] replays the sizing pass's
+    /// decisions instead of making new ones.
+    pub(crate) fn replaying(mut self) -> Self {
+        self.replayed = Some(0);
+        self
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -71,28 +95,41 @@ pub fn attach_fd(fd: RawFd) -> Option<u32> {
     })
 }
 
-/// Lends `bytes` to the frame being encoded on this thread: copies them into a spare
-/// segment (once per `identity`, a value's address, for as long as the collection lasts)
-/// and attaches it. Returns the segment's position, or `None` (the bytes must then travel
-/// in the message) outside the encoding of a frame, below the collection's threshold, or
-/// when no segment can be had or attached.
-pub(crate) fn lend(identity: usize, bytes: &[u8]) -> Option<u32> {
+/// Lends `bytes` (the value `keep`, at address and length `key`) to the frame being encoded
+/// on this thread: copies them into a spare segment and attaches it. Returns the segment's
+/// position, or `None` (the bytes must then travel in the message) outside the encoding of
+/// a frame, below the collection's threshold, or when no segment can be had or attached.
+/// A value lent twice in one batch is copied once.
+pub(crate) fn lend(key: (usize, usize), keep: Box<dyn Any>, bytes: &[u8]) -> Option<u32> {
     let fd = OUTGOING.with(|out| {
         let mut out = out.borrow_mut();
         let out = out.as_mut()?;
-        if bytes.is_empty() || bytes.len() < out.lend_min {
-            return None;
+        if let Some(k) = out.replayed {
+            // Writing: the sizing pass decided.
+            out.replayed = Some(k + 1);
+            let copy = out.decisions.get(k)?.copy.as_ref()?;
+            return (copy.len() == bytes.len()).then(|| copy.fd());
         }
-        if let Some((_, spare)) = out.lent.iter().find(|(id, _)| *id == identity) {
-            return Some(spare.fd());
-        }
-        if out.fds.len() >= MAX_ATTACHED {
-            return None;
-        }
-        let spare = Spare::copy_of(bytes)?;
-        let fd = spare.fd();
-        out.lent.push((identity, spare));
-        Some(fd)
+        let copy = if bytes.is_empty() || bytes.len() < out.lend_min {
+            None
+        } else if let Some(same) = out
+            .decisions
+            .iter()
+            .find(|d| d.key == key && d.copy.is_some())
+        {
+            same.copy.clone()
+        } else if out.fds.len() >= MAX_ATTACHED {
+            None
+        } else {
+            Spare::copy_of(bytes).map(Rc::new)
+        };
+        let fd = copy.as_ref().map(|c| c.fd());
+        out.decisions.push(Decision {
+            key,
+            copy,
+            _keep: keep,
+        });
+        fd
     })?;
     attach_fd(fd)
 }
@@ -170,21 +207,43 @@ mod tests {
     }
 
     #[test]
-    fn lend_copies_once_per_value_and_only_from_the_threshold() {
+    fn lend_copies_once_per_value_and_the_writing_pass_replays() {
         let big = vec![5u8; 4096];
         let other = vec![6u8; 4096];
-        assert_eq!(lend(1, &big), None, "outside a collection");
+        let key = |b: &[u8]| (b.as_ptr() as usize, b.len());
+        let keep = || Box::new(()) as Box<dyn Any>;
+        assert_eq!(lend(key(&big), keep(), &big), None, "outside a collection");
         let ((), out) = collecting(Outgoing::new(4096), || {
-            assert_eq!(lend(1, &big[..4095]), None, "below the threshold");
-            assert_eq!(lend(1, &big), Some(0));
-            assert_eq!(lend(2, &other), Some(1));
-            // The same value again (the writing pass after the sizing pass): same segment.
-            assert_eq!(lend(1, &big), Some(0));
+            assert_eq!(
+                lend(key(&big), keep(), &big[..4095]),
+                None,
+                "below the threshold"
+            );
+            assert_eq!(lend(key(&big), keep(), &big), Some(0));
+            assert_eq!(lend(key(&other), keep(), &other), Some(1));
+            assert_eq!(
+                lend(key(&big), keep(), &big),
+                Some(0),
+                "the same value: one copy"
+            );
         });
-        assert_eq!(out.lent.len(), 2);
-        assert_eq!(out.lent[0].1.bytes(), &big[..]);
-        assert_eq!(out.lent[1].1.bytes(), &other[..]);
-        assert_eq!(out.fds, vec![out.lent[0].1.fd(), out.lent[1].1.fd()]);
+        assert_eq!(out.decisions.len(), 4);
+        let copies: Vec<&[u8]> = out.decisions[1..3]
+            .iter()
+            .map(|d| d.copy.as_ref().unwrap().bytes())
+            .collect();
+        assert_eq!(copies, vec![&big[..], &other[..]]);
+        // The writing pass gets the same answers in the same order, whatever the addresses
+        // (values built anew for each pass).
+        let fresh = vec![7u8; 4096];
+        let ((), again) = collecting(out.replaying(), || {
+            assert_eq!(lend((1, 4095), keep(), &big[..4095]), None);
+            assert_eq!(lend(key(&fresh), keep(), &fresh), Some(0));
+            assert_eq!(lend((2, 4096), keep(), &fresh), Some(1));
+            assert_eq!(lend((3, 4096), keep(), &fresh), Some(0));
+            assert_eq!(lend((4, 4096), keep(), &fresh), None, "no fifth decision");
+        });
+        assert_eq!(again.fds.len(), 2);
     }
 
     #[test]

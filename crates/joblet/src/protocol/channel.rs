@@ -50,8 +50,8 @@ pub(crate) struct Channel {
 /// A memfd mapped writable in the sender, kept from one large message to the next.
 ///
 /// Reusing it is sound because the protocol is strictly request/response: the receiver has
-/// finished reading one message before the other side sends the next, and it maps the memfd
-/// anew for every message. The memfd is sealed against shrinking, so a receiver's mapping can
+/// finished reading one message before the other side sends the next (the receiver keeps
+/// its mapping of the memfd from one message to the next, and reads each message anew). The memfd is sealed against shrinking, so a receiver's mapping can
 /// never lose its pages (no SIGBUS), whatever the sender does.
 struct Outbox {
     map: Mapping,
@@ -247,16 +247,23 @@ impl Channel {
         let id = (st.st_dev as u64, st.st_ino as u64);
         if let Some((kept, mapping)) = &self.peer_outbox {
             if *kept == id && mapping.len() >= len {
+                // Maps what the last messages did not reach; quick where they did.
+                mapping.populate(len);
                 return Ok(Arc::clone(mapping));
             }
         }
         self.peer_outbox = None;
-        // All of it (the peer rounds its outbox up), so that the next, bigger messages fit.
-        let size = usize::try_from(st.st_size).unwrap_or(0).max(len);
-        let mapping = Arc::new(Mapping::new(fd, size, Access::ReadPopulated)?);
-        if size <= KEEP_OUTBOX {
-            self.peer_outbox = Some((id, Arc::clone(&mapping)));
+        let size = usize::try_from(st.st_size).unwrap_or(0);
+        if size > KEEP_OUTBOX || size < len {
+            // Not kept (or too short, which `Mapping::new` reports): this message only.
+            return Ok(Arc::new(Mapping::new(fd, len, Access::ReadPopulated)?));
         }
+        // All of it (the peer rounds its outbox up), so that the next, bigger messages fit;
+        // only this message's pages are mapped now (reading the rest would make the kernel
+        // allocate pages the peer never wrote).
+        let mapping = Arc::new(Mapping::new(fd, size, Access::Read)?);
+        mapping.populate(len);
+        self.peer_outbox = Some((id, Arc::clone(&mapping)));
         Ok(mapping)
     }
 }

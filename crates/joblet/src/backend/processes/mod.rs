@@ -213,7 +213,7 @@ impl<J: Job> Runner<J> for ProcessRunner {
         worker.status.cells()[0].store(0, std::sync::atomic::Ordering::Release);
         worker.channel.set_threshold(self.max_nbytes);
         // The arguments are encoded straight into the frame (the shared outbox when big).
-        let (sent, attached) = protocol::attached::collecting(attached, || {
+        let (sent, attached) = protocol::attached::collecting(attached.replaying(), || {
             let fds = protocol::attached::snapshot();
             worker.channel.send_filled_with(
                 Kind::RunBatch,

@@ -161,7 +161,7 @@ fn serve(fd: Option<i32>, scope: &dyn Fn(&mut dyn FnMut())) -> io::Result<()> {
 /// first (`buffer::received`).
 fn privatize_views_before_fork() {
     extern "C" fn prepare() {
-        crate::buffer::received::privatize_all();
+        crate::buffer::received::privatize_before_fork();
     }
     // SAFETY: registers a handler with no preconditions; it only takes a mutex that no
     // thread holds across a fork of its own.
