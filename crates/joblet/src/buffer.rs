@@ -269,21 +269,22 @@ impl<T: bytemuck::Pod> Visitor<'_> for BytesVisitor<T> {
 ///
 /// A mapping keeps its segment's memory alive after the caller dropped it, so the cache
 /// stays within the caller's own pool (`shm::SPARE_COUNT` segments, `shm::SPARE_BYTES`),
-/// holds no segment the pool would not keep, and forgets mappings unused for
-/// [`FORGET_AFTER`] batches.
+/// holds no segment the pool would not keep, and forgets a mapping once [`FORGET_AFTER`]
+/// other segments have arrived since its own last did (the pool's segments come back
+/// sooner than that).
 pub(crate) mod received {
     use crate::shm::{PrivateView, SPARE_BYTES, SPARE_COUNT};
     use std::os::fd::AsRawFd;
     use std::sync::{Arc, Mutex};
 
-    /// Batches after which an unused mapping is dropped.
-    const FORGET_AFTER: u64 = 8;
+    /// Segments received after which an unused mapping is dropped: twice the pool's size.
+    const FORGET_AFTER: u64 = 2 * SPARE_COUNT as u64;
 
     struct Entry {
         dev: u64,
         ino: u64,
         view: Arc<PrivateView>,
-        /// The batch that last used it.
+        /// The segment count when it last arrived.
         used: u64,
     }
 
@@ -291,14 +292,14 @@ pub(crate) mod received {
         entries: Vec<Entry>,
         /// The views of the batch now running, by position in its frame.
         batch: Vec<(u32, Arc<PrivateView>)>,
-        /// Batches ended so far.
-        batches: u64,
+        /// Segments received so far.
+        received: u64,
     }
 
     static CACHE: Mutex<Cache> = Mutex::new(Cache {
         entries: Vec::new(),
         batch: Vec::new(),
-        batches: 0,
+        received: 0,
     });
 
     fn cache() -> std::sync::MutexGuard<'static, Cache> {
@@ -308,12 +309,13 @@ pub(crate) mod received {
     /// The view of the segment at `index` of the frame being decoded.
     pub(crate) fn view(index: u32) -> Result<Arc<PrivateView>, String> {
         let mut cache = cache();
-        let now = cache.batches;
         if let Some((_, view)) = cache.batch.iter().find(|(i, _)| *i == index) {
             return Ok(Arc::clone(view));
         }
         let fd = crate::protocol::attached::take_fd(index)
             .ok_or_else(|| format!("no segment attached at position {index}"))?;
+        cache.received += 1;
+        let now = cache.received;
         // SAFETY: fstat into a zeroed struct on a descriptor we own.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
@@ -361,8 +363,7 @@ pub(crate) mod received {
     pub(crate) fn batch_done() {
         let mut cache = cache();
         cache.batch.clear();
-        cache.batches += 1;
-        let now = cache.batches;
+        let now = cache.received;
         cache.entries.retain(|e| {
             let kept = Arc::strong_count(&e.view) > 1;
             if kept {
