@@ -14,6 +14,7 @@ from ._config import (
 )
 from ._errors import RemoteTraceback, TerminatedWorkerError, WorkerTaskError
 from ._parallel import Parallel, delayed
+from ._persist import dump, load
 
 __version__ = "0.1.0"
 
@@ -38,7 +39,9 @@ __all__ = [
     "WorkerTaskError",
     "cpu_count",
     "delayed",
+    "dump",
     "effective_n_jobs",
+    "load",
     "parallel_backend",
     "parallel_config",
     "register_parallel_backend",

@@ -1,6 +1,6 @@
 """Stubs of the compiled module ``joblet._core`` (crates/joblet-py)."""
 
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 class Delayed:
     """The base of what ``delayed(function)`` returns: calling it returns
@@ -69,3 +69,27 @@ def nesting_depth() -> int:
 
 def set_worker_idle_timeout(seconds: float) -> None:
     """How long idle worker processes wait for the next call before they exit."""
+
+def dump_container(
+    filename: str, objects: bytes, buffers: list[Any], compressor: str, level: int
+) -> None:
+    """Writes a container: the pickle stream and its out-of-band buffers (each a section),
+    compressed with ``compressor`` at ``level`` (0: stored). Atomic: a temporary file,
+    renamed at the end."""
+
+def load_container(
+    filename: str, mappable: bool = False, verify: bool = True
+) -> tuple[bytes, list[Union[ReceivedBuffer, tuple[int, int]]]]:
+    """Reads a container: the pickle stream and its buffers, each checked against its
+    checksum; with ``mappable``, ``(offset, length)`` for the buffers stored uncompressed."""
+
+def unchecked_for_writing(filename: str) -> None:
+    """Marks the container's uncompressed buffers as no longer checked, before they are
+    mapped writable in place."""
+
+def decompress(compressor: str, data: bytes) -> bytes:
+    """``data`` decompressed by ``compressor`` (zlib, gzip, bz2, lzma, xz, lz4 or zstd),
+    however long."""
+
+def is_container(filename: str) -> bool:
+    """Whether the file starts with a joblet container's magic bytes."""

@@ -222,7 +222,7 @@ enum Owner {
 }
 
 impl ReceivedBuffer {
-    fn owning(mut bytes: Vec<u8>) -> Self {
+    pub(crate) fn owning(mut bytes: Vec<u8>) -> Self {
         ReceivedBuffer {
             address: bytes.as_mut_ptr() as usize,
             len: bytes.len(),

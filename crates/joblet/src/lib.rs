@@ -36,6 +36,7 @@ mod context;
 mod cpu;
 mod error;
 mod parallel;
+pub mod persist;
 mod progress;
 mod protocol;
 mod remote;

@@ -1,0 +1,323 @@
+//! The container's header and table of contents: fixed little-endian layouts, checked field
+//! by field when read, every refusal naming the byte offset it is about.
+
+use super::codec::Compression;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The first bytes of every container: a non-ASCII byte first (a file mangled as text shows),
+/// then the name.
+pub const MAGIC: [u8; 8] = *b"\x93JOBLET\n";
+/// The version this code writes and reads.
+pub const VERSION: u32 = 1;
+/// The header's size; sections start after it.
+pub const HEADER_LEN: usize = 64;
+/// Sections start at multiples of this, so that arrays mapped in place are aligned for any
+/// element type (and for SIMD loads).
+pub const ALIGN: u64 = 64;
+/// One entry of the table of contents.
+const ENTRY_LEN: usize = 40;
+/// The flag of a section whose checksum no longer holds (see [`Section::checked`]).
+const UNCHECKED: u8 = 1;
+
+/// What a section holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The object stream (pickle, postcard...): exactly one, the first section.
+    Objects,
+    /// A raw buffer (an array's bytes) that the object stream refers to by position.
+    Buffer,
+}
+
+/// Where a section is and how it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Section {
+    pub kind: Kind,
+    pub compression: Compression,
+    /// Byte offset of the stored bytes in the file (a multiple of [`ALIGN`]).
+    pub offset: u64,
+    /// Stored bytes (compressed, or the raw bytes).
+    pub stored_len: u64,
+    /// Bytes once decompressed.
+    pub raw_len: u64,
+    /// xxh3-64 of the stored bytes.
+    pub checksum: u64,
+    /// Whether the checksum still holds: false once the section was mapped writable in
+    /// place (`mmap_mode="r+"`), after which its bytes are the user's to change.
+    pub checked: bool,
+}
+
+/// The header: where the table of contents is, with checksums of both.
+pub struct Header {
+    pub toc_offset: u64,
+    pub toc_len: u64,
+    pub toc_checksum: u64,
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        // 12..16: flags, none defined.
+        h[16..24].copy_from_slice(&self.toc_offset.to_le_bytes());
+        h[24..32].copy_from_slice(&self.toc_len.to_le_bytes());
+        h[32..40].copy_from_slice(&self.toc_checksum.to_le_bytes());
+        let own = xxh3_64(&h[0..40]);
+        h[40..48].copy_from_slice(&own.to_le_bytes());
+        h
+    }
+
+    /// The header of a file of `file_len` bytes whose first bytes are `h`.
+    pub fn decode(h: &[u8], file_len: u64) -> Result<Header, Refusal> {
+        if h.len() < 8 || h[0..8] != MAGIC {
+            return Err(Refusal::NotAContainer);
+        }
+        if h.len() < HEADER_LEN {
+            return Err(Refusal::at(
+                h.len() as u64,
+                format!("the file ends inside its {HEADER_LEN}-byte header"),
+            ));
+        }
+        let version = u32_at(h, 8);
+        if version != VERSION {
+            return Err(Refusal::Version(version));
+        }
+        if xxh3_64(&h[0..40]) != u64_at(h, 40) {
+            return Err(Refusal::at(
+                40,
+                "the header's checksum does not match it".into(),
+            ));
+        }
+        let flags = u32_at(h, 12);
+        if flags != 0 {
+            return Err(Refusal::at(12, format!("unknown flags {flags:#x}")));
+        }
+        let header = Header {
+            toc_offset: u64_at(h, 16),
+            toc_len: u64_at(h, 24),
+            toc_checksum: u64_at(h, 32),
+        };
+        let end = header.toc_offset.checked_add(header.toc_len);
+        if header.toc_offset < HEADER_LEN as u64 || end.is_none_or(|e| e > file_len) {
+            return Err(Refusal::at(
+                16,
+                format!(
+                    "the table of contents ({} bytes at {}) is not inside the file ({file_len} \
+                     bytes): truncated?",
+                    header.toc_len, header.toc_offset
+                ),
+            ));
+        }
+        Ok(header)
+    }
+}
+
+/// The table of contents for `sections`.
+pub fn encode_toc(sections: &[Section]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(4 + sections.len() * ENTRY_LEN);
+    t.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+    for s in sections {
+        t.push(match s.kind {
+            Kind::Objects => 0,
+            Kind::Buffer => 1,
+        });
+        t.push(s.compression.code());
+        t.push(if s.checked { 0 } else { UNCHECKED });
+        t.extend_from_slice(&[0u8; 5]);
+        t.extend_from_slice(&s.offset.to_le_bytes());
+        t.extend_from_slice(&s.stored_len.to_le_bytes());
+        t.extend_from_slice(&s.raw_len.to_le_bytes());
+        t.extend_from_slice(&s.checksum.to_le_bytes());
+    }
+    t
+}
+
+/// The sections listed by table of contents `t`, read at `header.toc_offset`.
+pub fn decode_toc(t: &[u8], header: &Header) -> Result<Vec<Section>, Refusal> {
+    let base = header.toc_offset;
+    if xxh3_64(t) != header.toc_checksum {
+        return Err(Refusal::at(
+            base,
+            "the table of contents does not match its checksum".into(),
+        ));
+    }
+    if t.len() < 4 {
+        return Err(Refusal::at(base, "the table of contents is empty".into()));
+    }
+    let count = u32_at(t, 0) as usize;
+    if t.len() != 4 + count.saturating_mul(ENTRY_LEN) {
+        return Err(Refusal::at(
+            base,
+            format!(
+                "a table of contents of {} bytes cannot list {count} sections",
+                t.len()
+            ),
+        ));
+    }
+    let mut sections = Vec::with_capacity(count);
+    let mut end_of_previous = HEADER_LEN as u64;
+    for i in 0..count {
+        let e = &t[4 + i * ENTRY_LEN..4 + (i + 1) * ENTRY_LEN];
+        let at = base + 4 + (i * ENTRY_LEN) as u64;
+        let kind = match (i, e[0]) {
+            (0, 0) => Kind::Objects,
+            (1.., 1) => Kind::Buffer,
+            (_, k) => {
+                return Err(Refusal::at(
+                    at,
+                    format!("section {i} has kind {k}, which cannot come there"),
+                ))
+            }
+        };
+        let compression = Compression::from_code(e[1]).ok_or_else(|| {
+            Refusal::at(
+                at + 1,
+                format!("section {i} has an unknown compressor code {}", e[1]),
+            )
+        })?;
+        if e[2] & !UNCHECKED != 0 || e[3..8] != [0u8; 5] {
+            return Err(Refusal::at(
+                at + 2,
+                format!("section {i} has unknown flags"),
+            ));
+        }
+        let s = Section {
+            kind,
+            compression,
+            offset: u64_at(e, 8),
+            stored_len: u64_at(e, 16),
+            raw_len: u64_at(e, 24),
+            checksum: u64_at(e, 32),
+            checked: e[2] & UNCHECKED == 0,
+        };
+        let end = s.offset.checked_add(s.stored_len);
+        if s.offset < end_of_previous || end.is_none_or(|e| e > base) {
+            return Err(Refusal::at(
+                at + 8,
+                format!(
+                    "section {i} ({} bytes at {}) is not between the previous section and the \
+                     table of contents",
+                    s.stored_len, s.offset
+                ),
+            ));
+        }
+        if compression == Compression::None && s.raw_len != s.stored_len {
+            return Err(Refusal::at(
+                at + 24,
+                format!(
+                    "section {i} is stored uncompressed but says it holds {} bytes in {}",
+                    s.raw_len, s.stored_len
+                ),
+            ));
+        }
+        end_of_previous = end.expect("checked above");
+        sections.push(s);
+    }
+    if sections.is_empty() {
+        return Err(Refusal::at(base, "no object stream".into()));
+    }
+    Ok(sections)
+}
+
+/// Why a file is not read, before the path is known to the message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotAContainer,
+    Version(u32),
+    Damaged { offset: u64, what: String },
+}
+
+impl Refusal {
+    pub fn at(offset: u64, what: String) -> Refusal {
+        Refusal::Damaged { offset, what }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Header, Vec<u8>) {
+        let sections = [
+            Section {
+                kind: Kind::Objects,
+                compression: Compression::None,
+                offset: 64,
+                stored_len: 10,
+                raw_len: 10,
+                checksum: 1,
+                checked: true,
+            },
+            Section {
+                kind: Kind::Buffer,
+                compression: Compression::Zstd(3),
+                offset: 128,
+                stored_len: 100,
+                raw_len: 1000,
+                checksum: 2,
+                checked: false,
+            },
+        ];
+        let toc = encode_toc(&sections);
+        let header = Header {
+            toc_offset: 256,
+            toc_len: toc.len() as u64,
+            toc_checksum: xxh3_64(&toc),
+        };
+        (header, toc)
+    }
+
+    #[test]
+    fn header_and_toc_round_trip() {
+        let (header, toc) = sample();
+        let bytes = header.encode();
+        let back = Header::decode(&bytes, 256 + toc.len() as u64).unwrap();
+        let sections = decode_toc(&toc, &back).unwrap();
+        assert_eq!(sections.len(), 2);
+        assert_eq!(sections[1].raw_len, 1000);
+        assert_eq!(sections[1].compression.name(), "zstd");
+        assert!(sections[0].checked && !sections[1].checked);
+    }
+
+    #[test]
+    fn every_damaged_field_is_refused_with_its_offset() {
+        let (header, toc) = sample();
+        let len = 256 + toc.len() as u64;
+        let bytes = header.encode();
+        assert_eq!(
+            Header::decode(b"not a container", len).err(),
+            Some(Refusal::NotAContainer)
+        );
+        assert!(matches!(
+            Header::decode(&bytes[..20], len),
+            Err(Refusal::Damaged { offset: 20, .. })
+        ));
+        let mut v2 = bytes;
+        v2[8] = 2;
+        assert_eq!(Header::decode(&v2, len).err(), Some(Refusal::Version(2)));
+        let mut flipped = bytes;
+        flipped[20] ^= 1;
+        assert!(matches!(
+            Header::decode(&flipped, len),
+            Err(Refusal::Damaged { offset: 40, .. })
+        ));
+        assert!(matches!(
+            Header::decode(&bytes, len - 1),
+            Err(Refusal::Damaged { offset: 16, .. })
+        ));
+        let mut t = toc.clone();
+        t[4 + 40 + 1] = 99;
+        assert!(matches!(
+            decode_toc(&t, &header),
+            Err(Refusal::Damaged { offset: 256, .. })
+        ));
+    }
+}

@@ -1,0 +1,301 @@
+//! Persistence: joblet's container for values with big arrays in them (`dump` / `load`).
+//!
+//! ```text
+//!  offset 0   header (64 bytes)   magic "\x93JOBLET\n", version, flags, where the table of
+//!                                 contents is and its checksum, the header's own checksum
+//!  64         section 0           the object stream (pickle for Python, postcard for Rust)
+//!  aligned    section 1..n        raw buffers (arrays' bytes) the stream refers to by
+//!                                 position, each at a multiple of 64 bytes
+//!  end        table of contents   per section: kind, compressor, offset, stored and raw
+//!                                 lengths, xxh3-64 checksum of the stored bytes
+//! ```
+//!
+//! Every section has its own compressor ([`Compression`]: joblib's zlib, gzip, bz2, lzma, xz,
+//! lz4, and zstd), so an array stored uncompressed can be memory-mapped in place while the
+//! small object stream is compressed. Every section is checked against its checksum before
+//! it is used: damage is an error naming the file and the byte offset, never a wrong value.
+//! A container is written under a temporary name beside its target and renamed at the end,
+//! so that nobody sees half of one.
+//!
+//! ```
+//! use joblet::persist::{self, Compression};
+//!
+//! let dir = std::env::temp_dir().join(format!("joblet-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("values.joblet");
+//! let values = (vec![1.5f64, 2.5], "label".to_string());
+//! persist::dump(&values, &path, Compression::Zstd(3)).unwrap();
+//! let back: (Vec<f64>, String) = persist::load(&path).unwrap();
+//! assert_eq!(back, values);
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+mod codec;
+mod format;
+mod read;
+mod write;
+
+pub use codec::{Compression, NAMES as COMPRESSORS};
+pub use format::{ALIGN, MAGIC, VERSION};
+pub use read::Container;
+pub use write::Writer;
+
+use format::Refusal;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a container could not be written or read.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PersistError {
+    /// The file system said no.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The file is not a joblet container (its first bytes are not [`MAGIC`]).
+    NotAContainer {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file was written by another version of the format.
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version it says it has.
+        found: u32,
+    },
+    /// The file is damaged (truncated, changed): where, and what does not hold there.
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The byte where the damaged part starts.
+        offset: u64,
+        /// What does not hold there.
+        what: String,
+    },
+    /// A value or an argument that cannot be stored or read this way.
+    Invalid {
+        /// What, and why.
+        what: String,
+    },
+}
+
+impl PersistError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> Self {
+        PersistError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn refused(path: &Path, refusal: Refusal) -> Self {
+        let path = path.to_path_buf();
+        match refusal {
+            Refusal::NotAContainer => PersistError::NotAContainer { path },
+            Refusal::Version(found) => PersistError::Version { path, found },
+            Refusal::Damaged { offset, what } => PersistError::Damaged { path, offset, what },
+        }
+    }
+}
+
+impl fmt::Display for PersistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PersistError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            PersistError::NotAContainer { path } => write!(
+                f,
+                "{}: not a joblet container (it does not start with joblet's magic bytes)",
+                path.display()
+            ),
+            PersistError::Version { path, found } => write!(
+                f,
+                "{}: written in container version {found}; this joblet reads version {VERSION}",
+                path.display()
+            ),
+            PersistError::Damaged { path, offset, what } => {
+                write!(f, "{}: damaged at byte {offset}: {what}", path.display())
+            }
+            PersistError::Invalid { what } => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for PersistError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PersistError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Writes `value` (serde, encoded with postcard) to a container at `path`.
+pub fn dump<T: Serialize + ?Sized>(
+    value: &T,
+    path: &Path,
+    compression: Compression,
+) -> Result<(), PersistError> {
+    let bytes = postcard::to_stdvec(value).map_err(|e| PersistError::Invalid {
+        what: format!("cannot encode the value: {e}"),
+    })?;
+    Writer::create(path, &bytes, compression)?.finish()
+}
+
+/// Reads the value that [`dump`] wrote to `path`.
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, PersistError> {
+    let container = Container::open(path)?;
+    let bytes = container.objects()?;
+    postcard::from_bytes(&bytes).map_err(|e| PersistError::Invalid {
+        what: format!(
+            "{}: the object stream does not decode as the type asked for: {e}",
+            path.display()
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let d =
+                std::env::temp_dir().join(format!("joblet-persist-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+        fn entries(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn write_sample(path: &Path, compression: Compression) -> Vec<Vec<u8>> {
+        let buffers: Vec<Vec<u8>> = (0..3u8)
+            .map(|k| {
+                (0..100_000u32)
+                    .map(|i| (i as u8).wrapping_mul(k + 1))
+                    .collect()
+            })
+            .collect();
+        let mut w = Writer::create(path, b"the object stream", compression).unwrap();
+        for (k, b) in buffers.iter().enumerate() {
+            assert_eq!(w.buffer(b, compression).unwrap(), k);
+        }
+        w.finish().unwrap();
+        buffers
+    }
+
+    #[test]
+    fn sections_round_trip_aligned_with_every_compressor() {
+        let dir = Dir::new("round");
+        for name in ["none"].into_iter().chain(COMPRESSORS) {
+            let c = if name == "none" {
+                Compression::None
+            } else {
+                Compression::from_name(name, 3).unwrap()
+            };
+            let path = dir.0.join(format!("sample.{name}"));
+            let buffers = write_sample(&path, c);
+            let r = Container::open(&path).unwrap();
+            assert_eq!(r.objects().unwrap(), b"the object stream");
+            assert_eq!(r.buffer_count(), 3);
+            for (k, b) in buffers.iter().enumerate() {
+                assert_eq!(&r.buffer(k).unwrap(), b, "{name}: buffer {k}");
+                match r.buffer_location(k).unwrap() {
+                    Some((offset, len)) => {
+                        assert_eq!(c, Compression::None);
+                        assert_eq!(offset % ALIGN, 0);
+                        assert_eq!(len, b.len() as u64);
+                    }
+                    None => assert_ne!(c, Compression::None),
+                }
+            }
+            assert!(r.buffer(3).unwrap_err().to_string().contains("buffer 3"));
+        }
+        assert_eq!(
+            dir.entries().len(),
+            8,
+            "no temporary file left: {:?}",
+            dir.entries()
+        );
+    }
+
+    #[test]
+    fn damage_anywhere_is_an_error_naming_the_file_and_offset() {
+        let dir = Dir::new("damage");
+        let path = dir.0.join("d.joblet");
+        write_sample(&path, Compression::None);
+        let good = std::fs::read(&path).unwrap();
+        // Truncated anywhere: refused when opened or when the section is read.
+        for cut in [0, 7, 40, 64, 1000, good.len() - 1] {
+            std::fs::write(&path, &good[..cut]).unwrap();
+            let err = Container::open(&path).and_then(|r| {
+                r.objects()?;
+                (0..r.buffer_count()).try_for_each(|k| r.buffer(k).map(drop))
+            });
+            let err = err.expect_err("a truncated file was read").to_string();
+            assert!(err.contains("d.joblet"), "{err}");
+        }
+        // One flipped bit in every region: header, object stream, a buffer, the table.
+        for at in [9usize, 20, 45, 64, 70, 200, 50_000, good.len() - 10] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x10;
+            std::fs::write(&path, &bad).unwrap();
+            let result = Container::open(&path).and_then(|r| {
+                r.objects()?;
+                (0..r.buffer_count()).try_for_each(|k| r.buffer(k).map(drop))
+            });
+            match result {
+                Err(PersistError::Damaged { offset, .. }) => assert!(offset < good.len() as u64),
+                Err(PersistError::Version { found, .. }) => assert_ne!(found, VERSION),
+                other => panic!("byte {at} flipped: {other:?}"),
+            }
+        }
+        std::fs::write(&path, b"PK\x03\x04 a zip file").unwrap();
+        assert!(matches!(
+            Container::open(&path),
+            Err(PersistError::NotAContainer { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unfinished_writer_leaves_nothing_and_serde_values_round_trip() {
+        let dir = Dir::new("serde");
+        let path = dir.0.join("v.joblet");
+        let w = Writer::create(&path, b"x", Compression::None).unwrap();
+        assert_eq!(
+            dir.entries().len(),
+            1,
+            "the temporary file exists while writing"
+        );
+        drop(w);
+        assert!(dir.entries().is_empty(), "{:?}", dir.entries());
+        let value = std::collections::BTreeMap::from([("a", vec![1u32, 2]), ("b", vec![])]);
+        dump(&value, &path, Compression::Lz4).unwrap();
+        let back: std::collections::BTreeMap<String, Vec<u32>> = load(&path).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back["a"], vec![1, 2]);
+        let err = load::<Vec<f64>>(&path).unwrap_err().to_string();
+        assert!(err.contains("does not decode"), "{err}");
+        let missing = load::<u32>(&dir.0.join("missing")).unwrap_err().to_string();
+        assert!(missing.contains("missing"), "{missing}");
+    }
+}

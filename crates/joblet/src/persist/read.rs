@@ -1,0 +1,161 @@
+//! Reading a container: the header and table of contents are checked when it is opened;
+//! each section is checked against its checksum when it is read, before it is decompressed
+//! or handed out.
+
+use super::codec::Compression;
+use super::format::{decode_toc, encode_toc, Header, Kind, Refusal, Section, HEADER_LEN};
+use super::PersistError;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// An open container.
+pub struct Container {
+    file: File,
+    path: PathBuf,
+    sections: Vec<Section>,
+    toc_offset: u64,
+}
+
+impl Container {
+    /// Opens the container at `path`, checking its header and table of contents.
+    pub fn open(path: &Path) -> Result<Container, PersistError> {
+        let file = File::open(path).map_err(|e| PersistError::io(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| PersistError::io(path, e))?
+            .len();
+        let refused = |r: Refusal| PersistError::refused(path, r);
+        let mut head = vec![0u8; HEADER_LEN.min(len as usize)];
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| PersistError::io(path, e))?;
+        let header = Header::decode(&head, len).map_err(refused)?;
+        let toc_len = usize::try_from(header.toc_len)
+            .map_err(|_| refused(Refusal::at(24, "the table of contents is too big".into())))?;
+        let mut toc = vec![0u8; toc_len];
+        file.read_exact_at(&mut toc, header.toc_offset)
+            .map_err(|e| PersistError::io(path, e))?;
+        let sections = decode_toc(&toc, &header).map_err(refused)?;
+        Ok(Container {
+            file,
+            path: path.to_path_buf(),
+            sections,
+            toc_offset: header.toc_offset,
+        })
+    }
+
+    /// How many buffers the container holds.
+    pub fn buffer_count(&self) -> usize {
+        self.sections.len() - 1
+    }
+
+    /// The object stream, checked and decompressed.
+    pub fn objects(&self) -> Result<Vec<u8>, PersistError> {
+        self.read(0)
+    }
+
+    /// Buffer `index`, checked and decompressed.
+    pub fn buffer(&self, index: usize) -> Result<Vec<u8>, PersistError> {
+        self.buffer_section(index)?;
+        self.read(index + 1)
+    }
+
+    /// Where buffer `index` lies in the file, as `(offset, len)`, when it is stored
+    /// uncompressed (it can then be memory-mapped), else `None`.
+    pub fn buffer_location(&self, index: usize) -> Result<Option<(u64, u64)>, PersistError> {
+        let s = self.buffer_section(index)?;
+        Ok((s.compression == Compression::None).then_some((s.offset, s.stored_len)))
+    }
+
+    /// Checks buffer `index` against its checksum without keeping it (for a buffer that is
+    /// going to be memory-mapped).
+    pub fn verify_buffer(&self, index: usize) -> Result<(), PersistError> {
+        self.buffer_section(index)?;
+        self.stored(index + 1).map(drop)
+    }
+
+    /// Marks the uncompressed buffers as no longer checked, in the file: for a caller about
+    /// to map them writable in place (`mmap_mode="r+"`), whose writes would otherwise make
+    /// every later load report damage. Rewrites the table of contents and the header only.
+    pub fn unchecked_for_writing(path: &Path) -> Result<(), PersistError> {
+        let mut container = Container::open(path)?;
+        for s in container.sections.iter_mut().skip(1) {
+            if s.compression == Compression::None {
+                s.checked = false;
+            }
+        }
+        let toc = encode_toc(&container.sections);
+        let io = |e| PersistError::io(path, e);
+        let header = Header {
+            toc_offset: container.toc_offset,
+            toc_len: toc.len() as u64,
+            toc_checksum: xxh3_64(&toc),
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        file.write_all_at(&toc, header.toc_offset).map_err(io)?;
+        file.write_all_at(&header.encode(), 0).map_err(io)?;
+        container.file = file;
+        Ok(())
+    }
+
+    fn buffer_section(&self, index: usize) -> Result<&Section, PersistError> {
+        self.sections
+            .get(index + 1)
+            .filter(|s| s.kind == Kind::Buffer)
+            .ok_or_else(|| PersistError::Invalid {
+                what: format!(
+                    "{}: the object stream refers to buffer {index}, but the file holds {}",
+                    self.path.display(),
+                    self.buffer_count()
+                ),
+            })
+    }
+
+    /// Section `i`'s stored bytes, checked.
+    fn stored(&self, i: usize) -> Result<Vec<u8>, PersistError> {
+        let s = self.sections[i];
+        let len = usize::try_from(s.stored_len).map_err(|_| {
+            PersistError::refused(
+                &self.path,
+                Refusal::at(s.offset, "a section too big".into()),
+            )
+        })?;
+        // Zeroed by the allocator (big ones come as fresh zero pages: no pass over them).
+        let mut bytes = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut bytes, s.offset)
+            .map_err(|e| PersistError::io(&self.path, e))?;
+        if s.checked && xxh3_64(&bytes) != s.checksum {
+            return Err(PersistError::refused(
+                &self.path,
+                Refusal::at(
+                    s.offset,
+                    format!(
+                        "section {i} ({} bytes) does not match its checksum",
+                        s.stored_len
+                    ),
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn read(&self, i: usize) -> Result<Vec<u8>, PersistError> {
+        let s = self.sections[i];
+        let stored = self.stored(i)?;
+        if s.compression == Compression::None {
+            return Ok(stored);
+        }
+        let raw_len = usize::try_from(s.raw_len).unwrap_or(usize::MAX);
+        s.compression.decompress(&stored, raw_len).map_err(|e| {
+            PersistError::refused(
+                &self.path,
+                Refusal::at(s.offset, format!("section {i} does not decompress: {e}")),
+            )
+        })
+    }
+}

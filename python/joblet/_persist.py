@@ -1,0 +1,313 @@
+"""``dump`` and ``load``: values with big arrays in them, in joblet's container.
+
+The value is pickled with protocol 5: every numeric array's bytes leave the pickle stream as
+an out-of-band buffer and are stored as a raw section of the container (``joblet.persist`` in
+the engine), aligned, checksummed and compressed on their own, so that ``load`` gives them
+to numpy without a copy, or maps them (``mmap_mode``) without reading them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+from . import _core
+
+#: The compressors ``compress`` may name: joblib's, then joblet's own.
+COMPRESSORS = ("zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd")
+
+#: The compressor a file's extension picks when ``compress`` does not say (joblib's rule).
+_EXTENSIONS = {
+    ".z": "zlib",
+    ".gz": "gzip",
+    ".bz2": "bz2",
+    ".lzma": "lzma",
+    ".xz": "xz",
+    ".lz4": "lz4",
+    ".zst": "zstd",
+}
+
+_DEFAULT_LEVEL = 3
+#: The first bytes of a joblet container (``joblet.persist::MAGIC``).
+_MAGIC = b"\x93JOBLET\n"
+_MMAP_MODES = (None, "r+", "r", "w+", "c")
+
+
+def _compression(compress: Any, filename: str) -> Tuple[str, int]:
+    """joblib's ``compress`` argument as (compressor, level); level 0 means stored."""
+    method = "zlib"
+    level: Optional[int]
+    explicit = False
+    if compress is True:
+        level = None
+    elif compress is False or compress is None:
+        level = 0
+    elif isinstance(compress, tuple):
+        if len(compress) != 2:
+            raise ValueError(
+                "compress: a tuple must be (compressor, level), "
+                f"not {compress!r}"
+            )
+        method, level = compress
+        explicit = True
+    elif isinstance(compress, str):
+        method, level = compress, None
+    elif isinstance(compress, int):
+        level = compress
+    else:
+        raise ValueError(f"compress: expected a bool, an int, a str or a tuple, not {compress!r}")
+    if method not in COMPRESSORS:
+        raise ValueError(
+            f"compress: unknown compressor {method!r}; expected one of {list(COMPRESSORS)}"
+        )
+    max_level = 22 if method == "zstd" else 9
+    if level is not None and (
+        isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= max_level
+    ):
+        raise ValueError(
+            f"compress: level {level!r} is not valid for {method}; expected 0 to {max_level}"
+        )
+    if not explicit:
+        for extension, name in _EXTENSIONS.items():
+            if filename.lower().endswith(extension):
+                method = name
+                if level == 0:
+                    level = None
+    if level is None:
+        level = _DEFAULT_LEVEL
+    return method, level
+
+
+class _Pickler(pickle.Pickler):
+    """Protocol 5 with every numeric array's bytes out of band: arrays that are neither C-
+    nor Fortran-contiguous are stored as a contiguous copy (numpy would put them in the
+    stream), and ``np.memmap`` objects as the arrays they hold."""
+
+    def __init__(self, file: io.BytesIO, protocol: int, buffers: List[Any]) -> None:
+        super().__init__(file, protocol=protocol, buffer_callback=buffers.append)
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - numpy is optional
+            numpy = None
+        self._np = numpy
+
+    def reducer_override(self, obj: Any) -> Any:
+        np = self._np
+        if np is None or not isinstance(obj, np.ndarray) or obj.dtype.hasobject:
+            return NotImplemented
+        if type(obj) is not np.ndarray:
+            # np.memmap (and other subclasses kept as numpy keeps them): the data only.
+            if not isinstance(obj, np.memmap):
+                return NotImplemented
+            obj = np.asarray(obj)
+        if not (obj.flags.c_contiguous or obj.flags.f_contiguous):
+            obj = np.ascontiguousarray(obj)
+        return obj.__reduce_ex__(5)
+
+
+def dump(
+    value: Any,
+    filename: Union[str, "os.PathLike[str]"],
+    compress: Any = 0,
+    protocol: Optional[int] = None,
+) -> List[str]:
+    """Persist ``value`` into ``filename``; joblib's ``dump``.
+
+    ``compress``: 0/False (stored: arrays can be memory-mapped by ``load``), True (zlib,
+    level 3), an int 1-9 (zlib at that level), a compressor's name (level 3), or a
+    ``(name, level)`` tuple; the names are joblib's (zlib, gzip, bz2, lzma, xz, lz4) and
+    ``zstd`` (levels up to 22). Without a tuple, a file name ending in ``.z``, ``.gz``,
+    ``.bz2``, ``.lzma``, ``.xz``, ``.lz4`` or ``.zst`` picks its compressor. Each array is
+    compressed on its own. The file appears whole or not at all (written under a temporary
+    name, then renamed). Returns ``[filename]``, as joblib does.
+    """
+    if hasattr(filename, "write"):
+        raise TypeError(
+            "joblet.dump: filename must be a path; file objects are not supported yet"
+        )
+    if not isinstance(filename, (str, os.PathLike)):
+        raise ValueError(
+            "joblet.dump: the second argument must be a file name, "
+            f"not {filename!r} (of type {type(filename).__name__})"
+        )
+    path = os.fspath(filename)
+    method, level = _compression(compress, path)
+    if protocol is None or protocol < 0:
+        protocol = pickle.HIGHEST_PROTOCOL
+    buffers: List[Any] = []
+    stream = io.BytesIO()
+    if protocol >= 5:
+        _Pickler(stream, protocol, buffers).dump(value)
+    else:
+        pickle.Pickler(stream, protocol=protocol).dump(value)
+    _core.dump_container(path, stream.getvalue(), buffers, method, level)
+    return [filename]  # type: ignore[list-item]
+
+
+#: What ``load(..., allow_pickle=False)`` lets a file name: numpy's array and scalar
+#: builders and Python's own containers and numbers. Nothing here runs code chosen by the
+#: file.
+_SAFE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("builtins", "complex"),
+    ("builtins", "bytearray"),
+    ("builtins", "slice"),
+    ("builtins", "range"),
+    ("collections", "OrderedDict"),
+}
+_FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+
+def _find_class(path: str, allow_pickle: bool) -> Any:
+    """``find_class`` for a file at ``path``: any name, or only the safe ones."""
+
+    def find(module: str, name: str) -> Any:
+        if not allow_pickle:
+            if (module, name) == ("numpy", "memmap"):
+                # Only ever a class tag in joblib's files; the class itself would open files.
+                import numpy
+
+                return numpy.ndarray
+            if (module, name) not in _SAFE_GLOBALS:
+                raise pickle.UnpicklingError(
+                    f"{path}: loading {module}.{name} could run code from the file, and "
+                    "allow_pickle=False; load it with allow_pickle=True only if you trust it"
+                )
+        return pickle.Unpickler.find_class(_PLAIN, module, name)
+
+    return find
+
+
+#: An unpickler whose ``find_class`` is the standard one (imports the name).
+_PLAIN = pickle.Unpickler(io.BytesIO(b""))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(
+        self,
+        stream: io.BytesIO,
+        buffers: Sequence[Any],
+        path: str,
+        native: bool,
+        allow_pickle: bool,
+    ) -> None:
+        super().__init__(stream, buffers=buffers)
+        self._native = native
+        self._find = _find_class(path, allow_pickle)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _FROMBUFFER:
+            return self._array_from_buffer
+        return self._find(module, name)
+
+    def _array_from_buffer(self, buffer: Any, dtype: Any, shape: Any, order: str) -> Any:
+        import numpy as np
+
+        source = buffer.obj if isinstance(buffer, memoryview) else buffer
+        if isinstance(source, np.memmap):
+            return source.view(dtype).reshape(shape, order=order)
+        array = np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+        if self._native and not array.dtype.isnative:
+            array = array.byteswap().view(array.dtype.newbyteorder("="))
+        return array
+
+
+def load(
+    filename: Union[str, "os.PathLike[str]"],
+    mmap_mode: Optional[str] = None,
+    ensure_native_byte_order: Union[bool, str] = "auto",
+    allow_pickle: bool = True,
+) -> Any:
+    """Reconstruct the value that ``dump`` stored in ``filename``; joblib's ``load``.
+
+    ``mmap_mode`` (``"r"``, ``"r+"``, ``"c"``, ``"w+"`` as numpy names them): arrays stored
+    uncompressed come back as ``np.memmap`` objects over the file, without being read
+    (arrays of compressed files are decompressed, as joblib does). Every section read is
+    checked against its checksum first: a damaged file raises ``ValueError`` naming the file
+    and the byte offset, never loads wrong values. Mapped arrays are not read, so not
+    checked; ``"r+"`` (and ``"w+"``, which maps an existing file as ``"r+"``) marks them
+    unchecked in the file, since writes through the map change them for good.
+
+    ``ensure_native_byte_order``: as joblib's (``"auto"``: True without ``mmap_mode``).
+
+    Files written by ``joblib.dump`` (joblib 0.10 and later, compressed or not) load too,
+    without joblib installed, with the same ``mmap_mode`` and ``allow_pickle``.
+
+    ``allow_pickle=False`` loads only arrays, numbers, strings, bytes and Python's built-in
+    containers, and refuses anything else the file names (a class, a function) with
+    ``pickle.UnpicklingError`` before it could run any code: for files you do not trust.
+    """
+    if mmap_mode not in _MMAP_MODES:
+        raise ValueError(f"mmap_mode must be one of {list(_MMAP_MODES)}, not {mmap_mode!r}")
+    if ensure_native_byte_order == "auto":
+        ensure_native_byte_order = mmap_mode is None
+    if ensure_native_byte_order and mmap_mode is not None:
+        raise ValueError(
+            "ensure_native_byte_order can only be True without mmap_mode, "
+            f"but mmap_mode={mmap_mode!r}"
+        )
+    if hasattr(filename, "read"):
+        raise TypeError(
+            "joblet.load: filename must be a path; file objects are not supported yet"
+        )
+    path = os.fspath(filename)
+    if not _core.is_container(path):
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if _MAGIC.startswith(head):
+            raise ValueError(
+                f"{path}: damaged at byte {len(head)}: the file ends inside a joblet "
+                "container's header (truncated?)"
+            )
+        from . import _joblib_files
+
+        if not (head.startswith(b"\x80") or _joblib_files.compressor_of(head)):
+            raise ValueError(
+                f"{path}: neither a joblet container nor a file written by joblib.dump "
+                f"(it starts with {head!r})"
+            )
+        # A file written by joblib.dump: a pickle stream (protocol 2 or later), maybe
+        # compressed whole.
+
+        try:
+            return _joblib_files.load(
+                path, mmap_mode, bool(ensure_native_byte_order), _find_class(path, allow_pickle)
+            )
+        except EOFError as e:
+            raise ValueError(f"{path}: the pickle stream ends early (truncated?)") from e
+    if mmap_mode in ("r+", "w+"):
+        # Writes through the maps change the arrays' bytes for good: their checksums no
+        # longer hold, and later loads must not call that damage.
+        _core.unchecked_for_writing(path)
+    # Mapped arrays are not read, so not checked (the rest of the file is).
+    objects, raw = _core.load_container(path, mmap_mode is not None, verify=False)
+    buffers: List[Any] = []
+    for b in raw:
+        if isinstance(b, tuple):
+            buffers.append(_map(path, mmap_mode, *b))
+        else:
+            buffers.append(b)
+    unpickler = _Unpickler(
+        io.BytesIO(objects), buffers, path, bool(ensure_native_byte_order), allow_pickle
+    )
+    return unpickler.load()
+
+
+def _map(path: str, mode: Optional[str], offset: int, length: int) -> Any:
+    import numpy as np
+
+    if length == 0:
+        return bytearray()
+    # "w+" would truncate the file: the arrays of an existing file open as "r+".
+    mode = "r+" if mode == "w+" else mode
+    return np.memmap(path, dtype=np.uint8, mode=mode, offset=offset, shape=(length,))
+

@@ -1,0 +1,366 @@
+"""``joblet.dump`` / ``joblet.load``: round trips of nested values with arrays of every kind,
+every compressor, memory maps, damaged files, the safe mode, and writers racing on one
+file. (pytest-timeout bounds every test: pyproject's ``timeout``.)"""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import joblet
+
+COMPRESSORS = ["zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd"]
+
+
+def _arrays():
+    rng = np.random.default_rng(0)
+    structured = np.zeros(4, dtype=[("x", "<f8"), ("n", "<i4"), ("tag", "S3")])
+    structured["x"] = [1.5, 2.5, 3.5, 4.5]
+    structured["tag"] = [b"a", b"bc", b"def", b""]
+    return {
+        "bool": rng.random(100) > 0.5,
+        "int8": np.arange(-50, 50, dtype=np.int8),
+        "uint16": np.arange(1000, dtype=np.uint16),
+        "int64": np.arange(-(10**12), -(10**12) + 77, dtype=np.int64),
+        "float16": np.linspace(0, 1, 33, dtype=np.float16),
+        "float32": rng.random((7, 9), dtype=np.float32),
+        "float64": rng.random((5, 6, 7)),
+        "complex128": rng.random(10) + 1j * rng.random(10),
+        "datetime": np.arange("2020-01-01", "2020-02-01", dtype="datetime64[D]"),
+        "timedelta": np.arange(5, dtype="timedelta64[s]"),
+        "unicode": np.array(["α", "beta", ""], dtype="U4"),
+        "bytes": np.array([b"x", b"yz"], dtype="S2"),
+        "structured": structured,
+        "fortran": np.asfortranarray(rng.random((4, 3))),
+        "big_endian": np.arange(20, dtype=">f8"),
+        "non_contiguous": np.arange(100.0).reshape(10, 10)[::2, 1::3],
+        "empty": np.zeros((0, 3)),
+        "zero_d": np.array(3.25),
+        "objects": np.array([{"k": 1}, None, "s", 4], dtype=object),
+        "read_only": np.frombuffer(b"\x01\x02\x03\x04", dtype=np.uint8),
+    }
+
+
+def _value():
+    return {
+        "arrays": _arrays(),
+        "nested": [1, 2.5, "text", b"bytes", (None, True), {"inner": np.arange(3)}],
+        "set": {1, 2, 3},
+        "scalar": np.float32(1.25),
+    }
+
+
+def _assert_same(got, want, path="value"):
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray), path
+        assert got.shape == want.shape, path
+        assert got.dtype.newbyteorder("=") == want.dtype.newbyteorder("="), path
+        if want.dtype.hasobject:
+            assert list(got) == list(want), path
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=path)
+        return
+    if isinstance(want, dict):
+        assert set(got) == set(want), path
+        for k in want:
+            _assert_same(got[k], want[k], f"{path}[{k!r}]")
+        return
+    if isinstance(want, (list, tuple)):
+        assert type(got) is type(want) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_same(g, w, f"{path}[{i}]")
+        return
+    assert got == want and type(got) is type(want), path
+
+
+@pytest.mark.parametrize("compress", [0, 3, True] + COMPRESSORS + [("zstd", 19), ("lz4", 1)])
+def test_nested_values_round_trip_with_every_compressor(tmp_path, compress):
+    value = _value()
+    path = tmp_path / "value.pkl"
+    assert joblet.dump(value, path, compress=compress) == [path]
+    got = joblet.load(path)
+    _assert_same(got, value)
+    arrays = got["arrays"]
+    assert arrays["fortran"].flags.f_contiguous
+    assert arrays["big_endian"].dtype.isnative, "ensure_native_byte_order='auto' swaps"
+    assert arrays["float64"].flags.writeable, "loaded arrays belong to the caller"
+    assert os.listdir(tmp_path) == ["value.pkl"], "no temporary file left"
+
+
+def test_byte_order_is_kept_when_asked():
+    value = np.arange(6, dtype=">i4").reshape(2, 3)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "be.pkl")
+        joblet.dump(value, path)
+        kept = joblet.load(path, ensure_native_byte_order=False)
+        assert kept.dtype == np.dtype(">i4")
+        np.testing.assert_array_equal(kept, value)
+        with pytest.raises(ValueError, match="mmap_mode"):
+            joblet.load(path, mmap_mode="r", ensure_native_byte_order=True)
+
+
+def test_compression_is_chosen_by_extension_unless_a_tuple_says(tmp_path):
+    data = {"zeros": np.zeros(1_000_000)}
+    stored = tmp_path / "plain.pkl"
+    joblet.dump(data, stored)
+    for name in ["a.pkl.gz", "a.pkl.z", "a.pkl.bz2", "a.pkl.xz", "a.pkl.lzma", "a.pkl.lz4", "a.zst"]:
+        p = tmp_path / name
+        joblet.dump(data, p)
+        assert p.stat().st_size < stored.stat().st_size / 20, name
+        np.testing.assert_array_equal(joblet.load(p)["zeros"], data["zeros"])
+    explicit = tmp_path / "b.pkl.gz"
+    joblet.dump(data, explicit, compress=("zlib", 0))
+    assert explicit.stat().st_size > 8_000_000, "an explicit tuple wins over the extension"
+
+
+@pytest.mark.parametrize(
+    "compress, message",
+    [
+        (10, "level 10"),
+        (-1, "level -1"),
+        (("zlib", 3, 4), "tuple"),
+        ("snappy", "snappy"),
+        (("gzip", "high"), "high"),
+        (2.5, "2.5"),
+    ],
+)
+def test_bad_compress_arguments_are_named(tmp_path, compress, message):
+    with pytest.raises(ValueError, match=message):
+        joblet.dump([1], tmp_path / "x.pkl", compress=compress)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_targets_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="file name"):
+        joblet.dump([1], 42)
+    with open(tmp_path / "f.pkl", "wb") as f, pytest.raises(TypeError, match="path"):
+        joblet.dump([1], f)
+    with pytest.raises(FileNotFoundError, match="missing.pkl"):
+        joblet.load(tmp_path / "missing.pkl")
+    with pytest.raises(FileNotFoundError):
+        joblet.dump([1], tmp_path / "no" / "such" / "dir.pkl")
+    with pytest.raises(ValueError, match="mmap_mode"):
+        joblet.load(tmp_path / "f.pkl", mmap_mode="rw")
+
+
+def test_mmap_modes_map_uncompressed_arrays(tmp_path):
+    path = tmp_path / "m.pkl"
+    value = {"a": np.arange(1000.0), "f": np.asfortranarray(np.ones((30, 40))), "e": np.zeros(0)}
+    joblet.dump(value, path)
+
+    r = joblet.load(path, mmap_mode="r")
+    assert isinstance(r["a"], np.memmap) and isinstance(r["f"], np.memmap)
+    assert r["f"].flags.f_contiguous
+    np.testing.assert_array_equal(r["a"], value["a"])
+    with pytest.raises(ValueError):
+        r["a"][0] = 5.0
+
+    c = joblet.load(path, mmap_mode="c")
+    c["a"][0] = -1.0
+    assert joblet.load(path)["a"][0] == 0.0, "copy-on-write leaves the file alone"
+
+    rp = joblet.load(path, mmap_mode="r+")
+    rp["a"][1] = 42.0
+    rp["a"].flush()
+    del rp
+    assert joblet.load(path)["a"][1] == 42.0, "r+ writes reach the file"
+    assert joblet.load(path)["e"].shape == (0,)
+
+    packed = tmp_path / "m.pkl.gz"
+    joblet.dump(value, packed)
+    loaded = joblet.load(packed, mmap_mode="r")
+    assert not isinstance(loaded["a"], np.memmap), "compressed arrays are read, as joblib does"
+    np.testing.assert_array_equal(loaded["a"], value["a"])
+
+
+def _damage_results(tmp_path, good: bytes, positions):
+    path = tmp_path / "d.pkl"
+    for at in positions:
+        bad = bytearray(good)
+        bad[at] ^= 0x40
+        path.write_bytes(bytes(bad))
+        with pytest.raises(ValueError) as info:
+            joblet.load(path)
+        yield at, str(info.value)
+
+
+@pytest.mark.parametrize("compress", [0, "zstd"])
+def test_damage_is_reported_with_the_file_and_offset_never_loaded(tmp_path, compress):
+    path = tmp_path / "d.pkl"
+    value = {"a": np.arange(50_000.0), "b": "text" * 100}
+    joblet.dump(value, path, compress=compress)
+    good = path.read_bytes()
+    size = len(good)
+    positions = [9, 20, 44, 70, 300, size // 2, size - 60, size - 5]
+    for at, message in _damage_results(tmp_path, good, positions):
+        assert "d.pkl" in message, (at, message)
+        assert "byte" in message or "version" in message, (at, message)
+    for cut in [0, 5, 63, 64, 200, size // 2, size - 1]:
+        path.write_bytes(good[:cut])
+        with pytest.raises(ValueError, match="d.pkl"):
+            joblet.load(path)
+    path.write_bytes(pickle.dumps([1, 2]))  # a plain pickle (what joblib writes): read
+    assert joblet.load(path) == [1, 2]
+    path.write_bytes(b"garbage, not a pickle")
+    with pytest.raises(ValueError, match="neither a joblet container nor"):
+        joblet.load(path)
+    wrong_version = bytearray(good)
+    wrong_version[8] = 9
+    path.write_bytes(bytes(wrong_version))
+    with pytest.raises(ValueError, match="version 9"):
+        joblet.load(path)
+
+
+def test_mapped_arrays_are_not_read_and_writable_maps_stop_their_checks(tmp_path):
+    path = tmp_path / "d.pkl"
+    joblet.dump({"a": np.arange(50_000.0), "b": [1, 2]}, path)
+    good = bytearray(path.read_bytes())
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 1
+    path.write_bytes(bytes(damaged))
+    # A map does not read the array: only a full load sees the damage.
+    assert joblet.load(path, mmap_mode="r")["b"] == [1, 2]
+    with pytest.raises(ValueError, match="checksum"):
+        joblet.load(path)
+    # Writes through an r+ map are the user's: later loads take them as they are.
+    path.write_bytes(bytes(good))
+    mapped = joblet.load(path, mmap_mode="r+")
+    mapped["a"][7] = -7.0
+    mapped["a"].flush()
+    del mapped
+    assert joblet.load(path)["a"][7] == -7.0
+    # The object stream is still checked.
+    again = bytearray(path.read_bytes())
+    again[70] ^= 1
+    path.write_bytes(bytes(again))
+    with pytest.raises(ValueError, match="byte"):
+        joblet.load(path)
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle me")
+
+
+def test_a_failed_dump_leaves_no_file(tmp_path):
+    path = tmp_path / "x.pkl"
+    joblet.dump([1, 2], path)
+    with pytest.raises(RuntimeError, match="cannot pickle me"):
+        joblet.dump([np.arange(3), Unpicklable()], path)
+    assert os.listdir(tmp_path) == ["x.pkl"]
+    assert joblet.load(path) == [1, 2], "the earlier file is untouched"
+
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+
+class Payload:
+    """Runs a command when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_safe_mode_loads_data_and_refuses_code(tmp_path):
+    data = {"a": np.arange(5), "t": (1, 2.5, "s", b"b", None), "s": {1, 2}, "c": 1 + 2j}
+    path = tmp_path / "safe.pkl"
+    joblet.dump(data, path)
+    got = joblet.load(path, allow_pickle=False)
+    np.testing.assert_array_equal(got["a"], data["a"])
+    assert got["t"] == data["t"] and got["s"] == data["s"] and got["c"] == data["c"]
+    objects = tmp_path / "objects.pkl"
+    joblet.dump(np.array([1, "x", None], dtype=object), objects)
+    assert list(joblet.load(objects, allow_pickle=False)) == [1, "x", None]
+
+    instance = tmp_path / "instance.pkl"
+    joblet.dump({"p": Point(3)}, instance)
+    with pytest.raises(pickle.UnpicklingError, match="Point") as info:
+        joblet.load(instance, allow_pickle=False)
+    assert "allow_pickle" in str(info.value)
+    assert joblet.load(instance)["p"].x == 3
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pkl"
+    joblet.dump([Payload(marker)], evil)
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        joblet.load(evil, allow_pickle=False)
+    assert not marker.exists(), "the refused payload ran"
+
+
+WRITER = """
+import sys, numpy as np, joblet
+k = int(sys.argv[2])
+for i in range(20):
+    joblet.dump({"k": k, "a": np.full(200_000, k, dtype=np.int64)}, sys.argv[1], compress=k % 2)
+"""
+
+
+def test_concurrent_writers_leave_one_whole_file(tmp_path):
+    path = tmp_path / "shared.pkl"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(k)]) for k in range(4)
+    ]
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    got = joblet.load(path)
+    assert (got["a"] == got["k"]).all() and got["a"].shape == (200_000,)
+    assert os.listdir(tmp_path) == ["shared.pkl"], "no temporary file left"
+
+
+def test_paths_and_memmaps_are_accepted(tmp_path):
+    source = np.memmap(tmp_path / "raw.bin", dtype=np.float32, mode="w+", shape=(10,))
+    source[:] = np.arange(10)
+    target = Path(tmp_path) / "mm.pkl"
+    joblet.dump({"m": source}, target)
+    back = joblet.load(str(target))["m"]
+    assert type(back) is np.ndarray
+    np.testing.assert_array_equal(back, np.arange(10, dtype=np.float32))
+
+
+joblib = pytest.importorskip("joblib")
+
+
+@pytest.mark.parametrize("compress", [0, 3, "gzip", "bz2", "lzma", "xz"])
+def test_files_written_by_joblib_load(tmp_path, compress):
+    value = _value()
+    path = tmp_path / "by_joblib.pkl"
+    joblib.dump(value, path, compress=compress)
+    _assert_same(joblet.load(path), value)
+    kept = joblet.load(path, ensure_native_byte_order=False)["arrays"]["big_endian"]
+    assert kept.dtype == np.dtype(">f8")
+    assert joblet.load(path)["arrays"]["fortran"].flags.f_contiguous
+
+
+def test_files_written_by_joblib_map_and_obey_the_safe_mode(tmp_path):
+    path = tmp_path / "by_joblib.pkl"
+    data = {"a": np.arange(1000.0), "f": np.asfortranarray(np.ones((20, 30))), "n": [1, "x"]}
+    joblib.dump(data, path)
+    mapped = joblet.load(path, mmap_mode="r")
+    assert isinstance(mapped["a"], np.memmap) and mapped["f"].flags.f_contiguous
+    np.testing.assert_array_equal(mapped["a"], data["a"])
+    np.testing.assert_array_equal(mapped["f"], data["f"])
+    assert mapped["n"] == [1, "x"]
+    safe = joblet.load(path, allow_pickle=False)
+    np.testing.assert_array_equal(safe["a"], data["a"])
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pkl"
+    joblib.dump([np.arange(3), Payload(marker)], evil)
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        joblet.load(evil, allow_pickle=False)
+    assert not marker.exists()
+    truncated = tmp_path / "cut.pkl"
+    truncated.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)):
+        joblet.load(truncated)
