@@ -78,10 +78,15 @@ def dump_container(
     renamed at the end."""
 
 def load_container(
-    filename: str, mappable: bool = False, verify: bool = True
-) -> tuple[bytes, list[Union[ReceivedBuffer, tuple[int, int]]]]:
+    filename: str,
+    mappable: bool = False,
+    verify: bool = True,
+    alloc: Optional[Callable[[int], Any]] = None,
+) -> tuple[bytes, list[Any]]:
     """Reads a container: the pickle stream and its buffers, each checked against its
-    checksum; with ``mappable``, ``(offset, length)`` for the buffers stored uncompressed."""
+    checksum and read into ``alloc(nbytes)`` (a writable buffer; a ``ReceivedBuffer``
+    without ``alloc``); with ``mappable``, ``(offset, length)`` for the buffers stored
+    uncompressed, checked only with ``verify``."""
 
 def unchecked_for_writing(filename: str) -> None:
     """Marks the container's uncompressed buffers as no longer checked, before they are
@@ -90,6 +95,10 @@ def unchecked_for_writing(filename: str) -> None:
 def decompress(compressor: str, data: bytes) -> bytes:
     """``data`` decompressed by ``compressor`` (zlib, gzip, bz2, lzma, xz, lz4 or zstd),
     however long."""
+
+def content_hash(obj: Any, coerce_mmap: bool = False) -> str:
+    """The blake3 content digest of ``obj`` (64 hex digits) by joblib's hashing rules;
+    ``joblet.hash`` truncates it to the length of ``hash_name``'s digest."""
 
 def is_container(filename: str) -> bool:
     """Whether the file starts with a joblet container's magic bytes."""

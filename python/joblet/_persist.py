@@ -35,9 +35,15 @@ _MAGIC = b"\x93JOBLET\n"
 _MMAP_MODES = (None, "r+", "r", "w+", "c")
 
 
+#: The compressor of ``compress=True`` or a bare level. joblib's is zlib; zstd compresses
+#: better and several times faster (``benchmarks/python/bench_persist.py``), and joblet's
+#: files are its own anyway. ``("zlib", level)`` still gives zlib.
+DEFAULT_COMPRESSOR = "zstd"
+
+
 def _compression(compress: Any, filename: str) -> Tuple[str, int]:
     """joblib's ``compress`` argument as (compressor, level); level 0 means stored."""
-    method = "zlib"
+    method = DEFAULT_COMPRESSOR
     level: Optional[int]
     explicit = False
     if compress is True:
@@ -55,6 +61,8 @@ def _compression(compress: Any, filename: str) -> Tuple[str, int]:
     elif isinstance(compress, str):
         method, level = compress, None
     elif isinstance(compress, int):
+        if not 0 <= compress <= 9:
+            raise ValueError(f"compress: level {compress!r} is not valid; expected 0 to 9")
         level = compress
     else:
         raise ValueError(f"compress: expected a bool, an int, a str or a tuple, not {compress!r}")
@@ -115,10 +123,10 @@ def dump(
 ) -> List[str]:
     """Persist ``value`` into ``filename``; joblib's ``dump``.
 
-    ``compress``: 0/False (stored: arrays can be memory-mapped by ``load``), True (zlib,
-    level 3), an int 1-9 (zlib at that level), a compressor's name (level 3), or a
-    ``(name, level)`` tuple; the names are joblib's (zlib, gzip, bz2, lzma, xz, lz4) and
-    ``zstd`` (levels up to 22). Without a tuple, a file name ending in ``.z``, ``.gz``,
+    ``compress``: 0/False (stored: arrays can be memory-mapped by ``load``), True (zstd,
+    level 3: where joblib uses zlib, since zstd is faster and smaller), an int 1-9 (zstd at
+    that level), a compressor's name (level 3), or a ``(name, level)`` tuple; the names are
+    joblib's (zlib, gzip, bz2, lzma, xz, lz4) and ``zstd`` (levels up to 22). Without a tuple, a file name ending in ``.z``, ``.gz``,
     ``.bz2``, ``.lzma``, ``.xz``, ``.lz4`` or ``.zst`` picks its compressor. Each array is
     compressed on its own. The file appears whole or not at all (written under a temporary
     name, then renamed). Returns ``[filename]``, as joblib does.
@@ -289,7 +297,9 @@ def load(
         # longer hold, and later loads must not call that damage.
         _core.unchecked_for_writing(path)
     # Mapped arrays are not read, so not checked (the rest of the file is).
-    objects, raw = _core.load_container(path, mmap_mode is not None, verify=False)
+    objects, raw = _core.load_container(
+        path, mmap_mode is not None, verify=False, alloc=_allocate
+    )
     buffers: List[Any] = []
     for b in raw:
         if isinstance(b, tuple):
@@ -300,6 +310,16 @@ def load(
         io.BytesIO(objects), buffers, path, bool(ensure_native_byte_order), allow_pickle
     )
     return unpickler.load()
+
+
+def _allocate(nbytes: int) -> Any:
+    """Memory for an array read from a file: numpy's, so that the arrays are numpy's own
+    (and get its big-allocation care, transparent huge pages where the system has them)."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is optional
+        return bytearray(nbytes)
+    return np.empty(nbytes, dtype=np.uint8)
 
 
 def _map(path: str, mode: Optional[str], offset: int, length: int) -> Any:

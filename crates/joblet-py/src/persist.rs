@@ -82,45 +82,98 @@ pub(crate) fn dump_container(
     written.map_err(to_python)
 }
 
-/// Reads the container at `filename`: `(objects, buffers)`, each buffer a writable
-/// `ReceivedBuffer`, or, with `mappable`, an `(offset, length)` pair for each one stored
-/// uncompressed (to be memory-mapped by the caller) after checking it.
+/// Reads the container at `filename`: `(objects, buffers)`, each buffer an object made by
+/// `alloc(nbytes)` (a writable buffer: numpy's allocator, so that arrays are numpy's own)
+/// and filled in place, or a `ReceivedBuffer` without `alloc`; with `mappable`, an
+/// `(offset, length)` pair instead for each buffer stored uncompressed (checked first only
+/// with `verify`), to be memory-mapped by the caller.
 #[pyfunction]
-#[pyo3(signature = (filename, mappable=false, verify=true))]
+#[pyo3(signature = (filename, mappable=false, verify=true, alloc=None))]
 pub(crate) fn load_container<'py>(
     py: Python<'py>,
     filename: PathBuf,
     mappable: bool,
     verify: bool,
+    alloc: Option<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    enum Got {
-        Bytes(Vec<u8>),
+    enum Plan {
+        Read(u64),
         At(u64, u64),
     }
-    let read = py.detach(|| -> Result<(Vec<u8>, Vec<Got>), PersistError> {
+    let opened = py.detach(|| -> Result<_, PersistError> {
         let container = Container::open(&filename)?;
         let objects = container.objects()?;
-        let mut buffers = Vec::with_capacity(container.buffer_count());
+        let mut plans = Vec::with_capacity(container.buffer_count());
         for k in 0..container.buffer_count() {
-            match container.buffer_location(k)? {
+            plans.push(match container.buffer_location(k)? {
                 Some((offset, len)) if mappable => {
                     if verify {
                         container.verify_buffer(k)?;
                     }
-                    buffers.push(Got::At(offset, len));
+                    Plan::At(offset, len)
                 }
-                _ => buffers.push(Got::Bytes(container.buffer(k)?)),
+                _ => Plan::Read(container.buffer_len(k)?),
+            });
+        }
+        Ok((container, objects, plans))
+    });
+    let (container, objects, plans) = opened.map_err(to_python)?;
+    let list = PyList::empty(py);
+    // The destinations, held (and so kept in place) until they are filled.
+    let mut targets: Vec<(usize, PyBuffer<u8>)> = Vec::new();
+    let mut owned: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (k, plan) in plans.iter().enumerate() {
+        match *plan {
+            Plan::At(offset, len) => list.append((offset, len))?,
+            Plan::Read(len) => {
+                let len = usize::try_from(len)
+                    .map_err(|_| PyValueError::new_err(format!("buffer {k} is too big")))?;
+                match &alloc {
+                    Some(alloc) => {
+                        let target = alloc.call1((len,))?;
+                        let view = PyBuffer::<u8>::get(&target)?;
+                        if view.readonly() || !view.is_c_contiguous() || view.len_bytes() != len {
+                            return Err(PyValueError::new_err(format!(
+                                "alloc({len}) must give a writable, contiguous buffer of {len} \
+                                 bytes"
+                            )));
+                        }
+                        list.append(&target)?;
+                        targets.push((k, view));
+                    }
+                    None => {
+                        list.append(py.None())?;
+                        owned.push((k, Vec::new()));
+                    }
+                }
             }
         }
-        Ok((objects, buffers))
-    });
-    let (objects, buffers) = read.map_err(to_python)?;
-    let list = PyList::empty(py);
-    for b in buffers {
-        match b {
-            Got::Bytes(v) => list.append(Bound::new(py, ReceivedBuffer::owning(v))?)?,
-            Got::At(offset, len) => list.append((offset, len))?,
+    }
+    let spans: Vec<(usize, usize, usize)> = targets
+        .iter()
+        .map(|(k, v)| (*k, v.buf_ptr() as usize, v.len_bytes()))
+        .collect();
+    let filled = py.detach(|| -> Result<(), PersistError> {
+        for &(k, address, len) in &spans {
+            let out = if len == 0 {
+                &mut [][..]
+            } else {
+                // SAFETY: `len` writable, contiguous bytes at `address` (checked above),
+                // kept in place while `targets` holds their buffers; nothing else writes
+                // them meanwhile (they were just made by `alloc`).
+                unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) }
+            };
+            container.read_buffer_into(k, out)?;
         }
+        for (k, bytes) in owned.iter_mut() {
+            *bytes = container.buffer(*k)?;
+        }
+        Ok(())
+    });
+    drop(targets);
+    filled.map_err(to_python)?;
+    for (k, bytes) in owned {
+        list.set_item(k, Bound::new(py, ReceivedBuffer::owning(bytes))?)?;
     }
     PyTuple::new(py, [PyBytes::new(py, &objects).into_any(), list.into_any()])
 }

@@ -211,6 +211,56 @@ impl Compression {
         Ok(out)
     }
 
+    /// `data` decompressed into `out`, which it must fill exactly; anything else is an error
+    /// (damage). No intermediate buffer: `out` can be the caller's array.
+    pub(crate) fn decompress_into(self, data: &[u8], out: &mut [u8]) -> io::Result<()> {
+        let want = out.len();
+        let wrong = |got: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} data decompressed to {got} bytes, not {want}",
+                    self.name()
+                ),
+            )
+        };
+        fn exactly(mut r: impl Read, out: &mut [u8]) -> io::Result<bool> {
+            r.read_exact(out)?;
+            // Nothing may follow.
+            Ok(r.read(&mut [0u8; 1])? == 0)
+        }
+        let exact = match self {
+            Compression::None => {
+                if data.len() != out.len() {
+                    return Err(wrong(&data.len().to_string()));
+                }
+                out.copy_from_slice(data);
+                true
+            }
+            Compression::Zstd(_) => {
+                let n = zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, out)?;
+                if n != out.len() {
+                    return Err(wrong(&n.to_string()));
+                }
+                true
+            }
+            Compression::Zlib(_) => exactly(flate2::read::ZlibDecoder::new(data), out)?,
+            Compression::Gzip(_) => exactly(flate2::read::GzDecoder::new(data), out)?,
+            Compression::Bz2(_) => exactly(bzip2::read::BzDecoder::new(data), out)?,
+            Compression::Lzma(_) => {
+                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+                    .map_err(io::Error::other)?;
+                exactly(liblzma::read::XzDecoder::new_stream(data, stream), out)?
+            }
+            Compression::Xz(_) => exactly(liblzma::read::XzDecoder::new(data), out)?,
+            Compression::Lz4 => exactly(lz4_flex::frame::FrameDecoder::new(data), out)?,
+        };
+        if !exact {
+            return Err(wrong("more than"));
+        }
+        Ok(())
+    }
+
     /// `data` decompressed into exactly `raw_len` bytes; anything else is an error (damage).
     pub(crate) fn decompress(self, data: &[u8], raw_len: usize) -> io::Result<Vec<u8>> {
         if let Compression::None = self {
@@ -243,9 +293,11 @@ impl Compression {
             Compression::Lz4 => lz4_flex::frame::FrameDecoder::new(data)
                 .take(limit)
                 .read_to_end(&mut out),
-            Compression::Zstd(_) => zstd::stream::read::Decoder::with_buffer(data)?
-                .take(limit)
-                .read_to_end(&mut out),
+            Compression::Zstd(_) => {
+                // One call into the output (the streaming decoder copies through a buffer).
+                out.reserve_exact(raw_len);
+                zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, &mut out)
+            }
         };
         read?;
         if out.len() != raw_len {

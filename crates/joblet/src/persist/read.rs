@@ -61,6 +61,39 @@ impl Container {
         self.read(index + 1)
     }
 
+    /// Buffer `index`'s size once decompressed.
+    pub fn buffer_len(&self, index: usize) -> Result<u64, PersistError> {
+        Ok(self.buffer_section(index)?.raw_len)
+    }
+
+    /// Reads buffer `index`, checked and decompressed, into `out`, which must be exactly
+    /// [`Container::buffer_len`] bytes (the caller's array: no copy on the way).
+    pub fn read_buffer_into(&self, index: usize, out: &mut [u8]) -> Result<(), PersistError> {
+        let s = *self.buffer_section(index)?;
+        let i = index + 1;
+        if out.len() as u64 != s.raw_len {
+            return Err(PersistError::Invalid {
+                what: format!(
+                    "{}: buffer {index} holds {} bytes, not {}",
+                    self.path.display(),
+                    s.raw_len,
+                    out.len()
+                ),
+            });
+        }
+        if s.compression == Compression::None {
+            pread_exact(&self.file, s.offset, out).map_err(|e| PersistError::io(&self.path, e))?;
+            return self.check(i, out);
+        }
+        let stored = self.stored(i)?;
+        s.compression.decompress_into(&stored, out).map_err(|e| {
+            PersistError::refused(
+                &self.path,
+                Refusal::at(s.offset, format!("section {i} does not decompress: {e}")),
+            )
+        })
+    }
+
     /// Where buffer `index` lies in the file, as `(offset, len)`, when it is stored
     /// uncompressed (it can then be memory-mapped), else `None`.
     pub fn buffer_location(&self, index: usize) -> Result<Option<(u64, u64)>, PersistError> {
@@ -124,12 +157,16 @@ impl Container {
                 Refusal::at(s.offset, "a section too big".into()),
             )
         })?;
-        // Zeroed by the allocator (big ones come as fresh zero pages: no pass over them).
-        let mut bytes = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut bytes, s.offset)
-            .map_err(|e| PersistError::io(&self.path, e))?;
-        if s.checked && xxh3_64(&bytes) != s.checksum {
+        let bytes =
+            read_at(&self.file, s.offset, len).map_err(|e| PersistError::io(&self.path, e))?;
+        self.check(i, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Checks section `i`'s stored bytes against its checksum.
+    fn check(&self, i: usize, bytes: &[u8]) -> Result<(), PersistError> {
+        let s = self.sections[i];
+        if s.checked && xxh3_64(bytes) != s.checksum {
             return Err(PersistError::refused(
                 &self.path,
                 Refusal::at(
@@ -141,7 +178,7 @@ impl Container {
                 ),
             ));
         }
-        Ok(bytes)
+        Ok(())
     }
 
     fn read(&self, i: usize) -> Result<Vec<u8>, PersistError> {
@@ -158,4 +195,42 @@ impl Container {
             )
         })
     }
+}
+
+/// `len` bytes of `file` from `offset`, read into memory that is not zeroed first (zeroing
+/// a big buffer is one more pass over it than the read itself).
+fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut bytes: Vec<u8> = Vec::with_capacity(len);
+    let mut done = 0usize;
+    while done < len {
+        // SAFETY: the kernel writes at most `len - done` bytes into the vector's spare
+        // capacity, starting `done` bytes in; no reference to those bytes exists meanwhile.
+        let got = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                bytes.as_mut_ptr().add(done).cast(),
+                len - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match got {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    // SAFETY: the first `len` bytes were all written by the reads above.
+    unsafe { bytes.set_len(len) };
+    Ok(bytes)
+}
+
+/// Fills `out` from `file` at `offset`.
+fn pread_exact(file: &File, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+    file.read_exact_at(out, offset)
 }
