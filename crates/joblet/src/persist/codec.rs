@@ -266,7 +266,15 @@ impl Compression {
         if let Compression::None = self {
             return Ok(data.to_vec());
         }
-        let mut out = Vec::with_capacity(raw_len);
+        // The length comes from the file: a damaged one may claim any size, which must be an
+        // error, not an abort.
+        let mut out = Vec::new();
+        out.try_reserve_exact(raw_len).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("cannot make room for {raw_len} decompressed bytes: {e}"),
+            )
+        })?;
         // One byte more than expected must not fit: a longer stream is damage too.
         let limit = raw_len as u64 + 1;
         let read = match self {
@@ -295,7 +303,6 @@ impl Compression {
                 .read_to_end(&mut out),
             Compression::Zstd(_) => {
                 // One call into the output (the streaming decoder copies through a buffer).
-                out.reserve_exact(raw_len);
                 zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, &mut out)
             }
         };

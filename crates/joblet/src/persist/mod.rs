@@ -40,6 +40,12 @@ pub use format::{ALIGN, MAGIC, VERSION};
 pub use read::Container;
 pub use write::Writer;
 
+/// For the fuzz target (`crates/joblet/fuzz`); not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use super::format::repair_checksums;
+}
+
 use format::Refusal;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -274,6 +280,44 @@ mod tests {
             Container::open(&path),
             Err(PersistError::NotAContainer { .. })
         ));
+    }
+
+    #[test]
+    fn repaired_checksums_let_changed_bytes_through_to_the_next_checks() {
+        let dir = Dir::new("repair");
+        let path = dir.0.join("r.joblet");
+        let buffers = write_sample(&path, Compression::None);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let r = Container::open(&path).unwrap();
+        let (offset, _) = r.buffer_location(1).unwrap().unwrap();
+        bytes[offset as usize] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(Container::open(&path).unwrap().buffer(1).is_err());
+        __fuzz::repair_checksums(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let got = Container::open(&path).unwrap().buffer(1).unwrap();
+        assert_eq!(got[0], buffers[1][0] ^ 0xff);
+        assert_eq!(got[1..], buffers[1][1..]);
+    }
+
+    #[test]
+    fn a_section_claiming_a_huge_size_is_an_error_not_an_abort() {
+        let dir = Dir::new("huge");
+        let path = dir.0.join("h.joblet");
+        write_sample(&path, Compression::Zstd(1));
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The last section's raw length, in the table of contents, becomes 2^62 bytes.
+        let toc = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+        let entry = toc + 4 + 3 * 40;
+        bytes[entry + 24..entry + 32].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        __fuzz::repair_checksums(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Container::open(&path)
+            .unwrap()
+            .buffer(2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("h.joblet"), "{err}");
     }
 
     #[test]
