@@ -13,6 +13,7 @@ from ._config import (
     register_parallel_backend,
 )
 from ._errors import RemoteTraceback, TerminatedWorkerError, WorkerTaskError
+from ._hashing import hash
 from ._parallel import Parallel, delayed
 from ._persist import dump, load
 
@@ -41,6 +42,7 @@ __all__ = [
     "delayed",
     "dump",
     "effective_n_jobs",
+    "hash",
     "load",
     "parallel_backend",
     "parallel_config",

@@ -13,6 +13,7 @@
 mod call;
 mod delayed;
 mod errors;
+mod hashing;
 mod persist;
 mod pickling;
 mod remote;
@@ -204,6 +205,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cpu_count, m)?)?;
     m.add_function(wrap_pyfunction!(nesting_depth, m)?)?;
     m.add_function(wrap_pyfunction!(set_worker_idle_timeout, m)?)?;
+    m.add_function(wrap_pyfunction!(hashing::content_hash, m)?)?;
     m.add_function(wrap_pyfunction!(persist::dump_container, m)?)?;
     m.add_function(wrap_pyfunction!(persist::load_container, m)?)?;
     m.add_function(wrap_pyfunction!(persist::is_container, m)?)?;

@@ -31,6 +31,7 @@
 
 mod backend;
 mod buffer;
+mod cache;
 mod config;
 mod context;
 mod cpu;
@@ -48,6 +49,7 @@ pub use backend::processes::worker::{run_worker, run_worker_scoped, worker_hook}
 pub use backend::processes::WorkerExit;
 pub use backend::Backend;
 pub use buffer::Buffer;
+pub use cache::{hash, ContentHasher, Digest, HashError};
 pub use config::{BatchSize, PreDispatch};
 pub use context::{is_cancelled, nesting_depth};
 pub use cpu::cpu_count;

@@ -1,0 +1,11 @@
+//! What `Memory` needs beside the execution path. So far: content hashes of values
+//! ([`hash`], [`ContentHasher`]), the key of a cached call's arguments. Equal content in
+//! another object gives the same [`Digest`]; one changed element gives another.
+//!
+//! The Python front's `joblet.hash` walks Python objects in `joblet-py` and feeds the same
+//! [`ContentHasher`], so both fronts hash big buffers the same way: whole, without a copy,
+//! on every core.
+
+mod hash;
+
+pub use hash::{hash, ContentHasher, Digest, HashError};
