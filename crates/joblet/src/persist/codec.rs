@@ -266,15 +266,11 @@ impl Compression {
         if let Compression::None = self {
             return Ok(data.to_vec());
         }
-        // The length comes from the file: a damaged one may claim any size, which must be an
-        // error, not an abort.
-        let mut out = Vec::new();
-        out.try_reserve_exact(raw_len).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("cannot make room for {raw_len} decompressed bytes: {e}"),
-            )
-        })?;
+        // The length comes from the file, and a damaged one may claim any size: room is made
+        // up front only for what the stored bytes could plausibly hold; beyond that the
+        // output grows as data actually comes (and stops one byte past the claim).
+        let plausible = data.len().saturating_mul(PLAUSIBLE_RATIO).max(1 << 20);
+        let mut out = Vec::with_capacity(raw_len.min(plausible));
         // One byte more than expected must not fit: a longer stream is damage too.
         let limit = raw_len as u64 + 1;
         let read = match self {
@@ -301,10 +297,13 @@ impl Compression {
             Compression::Lz4 => lz4_flex::frame::FrameDecoder::new(data)
                 .take(limit)
                 .read_to_end(&mut out),
-            Compression::Zstd(_) => {
+            Compression::Zstd(_) if raw_len <= plausible => {
                 // One call into the output (the streaming decoder copies through a buffer).
                 zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, &mut out)
             }
+            Compression::Zstd(_) => zstd::stream::read::Decoder::with_buffer(data)?
+                .take(limit)
+                .read_to_end(&mut out),
         };
         read?;
         if out.len() != raw_len {
@@ -320,6 +319,10 @@ impl Compression {
         Ok(out)
     }
 }
+
+/// Decompressed bytes per stored byte up to which room for a section is made at once (real
+/// data is far below; zeros can exceed it, and then the output grows as it comes).
+const PLAUSIBLE_RATIO: usize = 256;
 
 /// Sections at least this big are compressed with zstd on several threads.
 const ZSTD_THREADED_MIN: usize = 8 << 20;
