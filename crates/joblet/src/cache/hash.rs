@@ -561,91 +561,57 @@ impl<'a> ser::Serializer for &'a mut ContentHasher {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = HashError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), HashError> {
-        self.close()
-    }
+/// serde's sequence-like compounds (sequences, tuples, tuple structs and variants) all hash
+/// their parts the same way.
+macro_rules! element_compounds {
+    ($($trait:ident::$method:ident),* $(,)?) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = HashError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
+                self.element(value)
+            }
+            fn end(self) -> Result<(), HashError> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = HashError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), HashError> {
-        self.close()
-    }
+element_compounds!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+
+/// Structs and struct variants: named fields.
+macro_rules! field_compounds {
+    ($($trait:ident),* $(,)?) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = HashError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), HashError> {
+                self.field(key, value)
+            }
+            fn skip_field(&mut self, key: &'static str) -> Result<(), HashError> {
+                self.hasher.name(key);
+                self.count += 1;
+                self.hasher.write_tag(tag::SKIPPED_FIELD);
+                Ok(())
+            }
+            fn end(self) -> Result<(), HashError> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = HashError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), HashError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = HashError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), HashError> {
-        self.element(value)
-    }
-    fn end(self) -> Result<(), HashError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = HashError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), HashError> {
-        self.field(key, value)
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), HashError> {
-        self.hasher.name(key);
-        self.count += 1;
-        self.hasher.write_tag(tag::SKIPPED_FIELD);
-        Ok(())
-    }
-    fn end(self) -> Result<(), HashError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = ();
-    type Error = HashError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), HashError> {
-        self.field(key, value)
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), HashError> {
-        self.hasher.name(key);
-        self.count += 1;
-        self.hasher.write_tag(tag::SKIPPED_FIELD);
-        Ok(())
-    }
-    fn end(self) -> Result<(), HashError> {
-        self.close()
-    }
-}
+field_compounds!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Entries<'_> {
     type Ok = ();
