@@ -170,11 +170,17 @@ impl<T: bytemuck::Pod> Serialize for Buffer<T> {
         // on the same machine.
         let bytes: &[u8] = bytemuck::cast_slice(&self[..]);
         let key = (bytes.as_ptr() as usize, bytes.len());
-        let keep: Box<dyn std::any::Any> = match &self.data {
-            Data::Owned(v) => Box::new(Arc::clone(v)),
-            Data::Viewed { view, .. } => Box::new(Arc::clone(view)),
+        let keep = || -> Box<dyn std::any::Any> {
+            match &self.data {
+                Data::Owned(v) => Box::new(Arc::clone(v)),
+                Data::Viewed { view, .. } => Box::new(Arc::clone(view)),
+            }
         };
-        if let Some(index) = crate::protocol::attached::lend(key, keep, bytes) {
+        // A section of its own in a container being dumped, or a segment lent to a frame
+        // being encoded (at most one of the two is under way on a thread).
+        let attached = crate::persist::values::stash(keep(), bytes)
+            .or_else(|| crate::protocol::attached::lend(key, keep(), bytes));
+        if let Some(index) = attached {
             let mut v = serializer.serialize_struct_variant("Buffer", 1, "Attached", 2)?;
             v.serialize_field("index", &index)?;
             v.serialize_field("len", &(bytes.len() as u64))?;
@@ -190,6 +196,12 @@ impl<'de, T: bytemuck::Pod> Deserialize<'de> for Buffer<T> {
         match Wire::<T>::deserialize(deserializer)? {
             Wire::Inline(Values(v)) => Ok(Buffer::from(v)),
             Wire::Attached { index, len } => {
+                let from_file = crate::persist::values::with_loading(|loading| {
+                    loading.map(|(container, mapped)| from_container(container, mapped, index, len))
+                });
+                if let Some(buffer) = from_file {
+                    return buffer.map_err(D::Error::custom);
+                }
                 let size = std::mem::size_of::<T>();
                 let view = received::view(index).map_err(D::Error::custom)?;
                 let fits = usize::try_from(len).is_ok_and(|l| l <= view.len());
@@ -212,6 +224,46 @@ impl<'de, T: bytemuck::Pod> Deserialize<'de> for Buffer<T> {
             }
         }
     }
+}
+
+/// Buffer `index` of a container being loaded, `len` bytes: mapped where it lies (`mapped`,
+/// stored uncompressed on a page boundary), else read, checked, into new values.
+fn from_container<T: bytemuck::Pod>(
+    container: &crate::persist::Container,
+    mapped: bool,
+    index: u32,
+    len: u64,
+) -> Result<Buffer<T>, String> {
+    let size = std::mem::size_of::<T>();
+    let stored = container
+        .buffer_len(index as usize)
+        .map_err(|e| e.to_string())?;
+    if size == 0 || stored != len || !len.is_multiple_of(size as u64) {
+        return Err(format!(
+            "buffer {index} holds {stored} bytes, which are not {len} bytes of {size}-byte values"
+        ));
+    }
+    let count = usize::try_from(len / size as u64).map_err(|e| e.to_string())?;
+    let location = container
+        .buffer_location(index as usize)
+        .map_err(|e| e.to_string())?;
+    if let Some((offset, _)) = location.filter(|(offset, _)| {
+        mapped && count > 0 && offset.is_multiple_of(crate::shm::page_size() as u64)
+    }) {
+        let view = PrivateView::map_file(container.file(), offset, len as usize)
+            .map_err(|e| format!("cannot map buffer {index}: {e}"))?;
+        return Ok(Buffer {
+            data: Data::Viewed {
+                view: Arc::new(view),
+                len: count,
+            },
+        });
+    }
+    let mut values: Vec<T> = bytemuck::zeroed_vec(count);
+    container
+        .read_buffer_into(index as usize, bytemuck::cast_slice_mut(&mut values))
+        .map_err(|e| e.to_string())?;
+    Ok(Buffer::from(values))
 }
 
 /// Values decoded from a byte string.

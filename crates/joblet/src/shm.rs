@@ -48,6 +48,9 @@ pub(crate) enum Access {
     /// A private read-only view whose pages are mapped as they are read (or by
     /// [`Mapping::populate`]).
     Read,
+    /// A private writable view (copy-on-write) whose pages are mapped as they are read: a
+    /// file's section mapped without reading it.
+    PrivateLazy,
     /// A private writable view: copy-on-write, page by page, on the first write. Mapped
     /// read-only and populated first (populating a writable private mapping would copy every
     /// page at once), then made writable.
@@ -68,14 +71,30 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Maps `len` bytes of `fd`, which must be at least that long (checked).
     pub(crate) fn new(fd: &OwnedFd, len: usize, access: Access) -> io::Result<Self> {
+        Self::new_at(fd, 0, len, access)
+    }
+
+    /// Maps `len` bytes of `fd` from `offset` (a multiple of the page size), which the file
+    /// must hold (checked).
+    pub(crate) fn new_at(
+        fd: &impl AsRawFd,
+        offset: u64,
+        len: usize,
+        access: Access,
+    ) -> io::Result<Self> {
         // SAFETY: fstat into a zeroed struct on a valid descriptor.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        if (st.st_size as u64) < len as u64 {
+        if !offset.is_multiple_of(page_size() as u64) {
             return Err(io::Error::other(format!(
-                "the file holds {} bytes, not {len}",
+                "offset {offset} is not a multiple of the page size"
+            )));
+        }
+        if (st.st_size as u64) < offset.saturating_add(len as u64) {
+            return Err(io::Error::other(format!(
+                "the file holds {} bytes, not {len} from {offset}",
                 st.st_size
             )));
         }
@@ -91,10 +110,20 @@ impl Mapping {
                 (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE)
             }
             Access::Read => (libc::PROT_READ, libc::MAP_PRIVATE),
+            Access::PrivateLazy => (libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE),
         };
-        // SAFETY: mapping `len` bytes of a file at least that long (checked above); the result
-        // is checked before use.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.as_raw_fd(), 0) };
+        // SAFETY: mapping `len` bytes of a file that holds them from `offset` (checked above,
+        // and `offset` is page-aligned); the result is checked before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                flags,
+                fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
@@ -201,6 +230,14 @@ impl PrivateView {
     pub fn map(fd: OwnedFd, len: usize) -> io::Result<PrivateView> {
         Ok(PrivateView {
             map: Mapping::new(&fd, len, Access::CopyOnWrite)?,
+        })
+    }
+
+    /// `len` bytes of a file from `offset` (page-aligned), copy-on-write, mapped as they are
+    /// read: nothing is read now.
+    pub(crate) fn map_file(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Self> {
+        Ok(PrivateView {
+            map: Mapping::new_at(file, offset, len, Access::PrivateLazy)?,
         })
     }
 
@@ -347,7 +384,7 @@ impl Drop for Spare {
     }
 }
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(n).unwrap_or(4096).max(1)

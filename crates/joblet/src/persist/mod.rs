@@ -33,6 +33,7 @@
 mod codec;
 mod format;
 mod read;
+pub(crate) mod values;
 mod write;
 
 pub use codec::{Compression, NAMES as COMPRESSORS};
@@ -141,27 +142,54 @@ impl std::error::Error for PersistError {
     }
 }
 
-/// Writes `value` (serde, encoded with postcard) to a container at `path`.
+/// Writes `value` (serde, encoded with postcard) to a container at `path`. Every
+/// [`crate::Buffer`] of 64 KiB or more in it is stored as a section of its own, aligned to
+/// the page size when uncompressed, which [`load_mapped`] maps instead of reading.
 pub fn dump<T: Serialize + ?Sized>(
     value: &T,
     path: &Path,
     compression: Compression,
 ) -> Result<(), PersistError> {
-    let bytes = postcard::to_stdvec(value).map_err(|e| PersistError::Invalid {
-        what: format!("cannot encode the value: {e}"),
-    })?;
-    Writer::create(path, &bytes, compression)?.finish()
+    values::stashing(
+        || postcard::to_stdvec(value),
+        |encoded, buffers| {
+            let stream = encoded.map_err(|e| PersistError::Invalid {
+                what: format!("cannot encode the value: {e}"),
+            })?;
+            let mut writer = Writer::create(path, &stream, compression)?;
+            for bytes in buffers {
+                writer.buffer(bytes, compression)?;
+            }
+            writer.finish()
+        },
+    )
 }
 
-/// Reads the value that [`dump`] wrote to `path`.
+/// Reads the value that [`dump`] wrote to `path`; its buffers are read into memory, each
+/// checked against its checksum.
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, PersistError> {
+    load_with(path, false)
+}
+
+/// Like [`load`], but the [`crate::Buffer`]s stored uncompressed are mapped from the file,
+/// copy-on-write, instead of read: nothing of them is read until used (and so they are not
+/// checked against their checksums; the rest of the file is). A write to one copies it
+/// first, as for any shared buffer. The file must not be changed in place while mapped
+/// (joblet never does: it replaces files whole).
+pub fn load_mapped<T: DeserializeOwned>(path: &Path) -> Result<T, PersistError> {
+    load_with(path, true)
+}
+
+fn load_with<T: DeserializeOwned>(path: &Path, mapped: bool) -> Result<T, PersistError> {
     let container = Container::open(path)?;
     let bytes = container.objects()?;
-    postcard::from_bytes(&bytes).map_err(|e| PersistError::Invalid {
-        what: format!(
-            "{}: the object stream does not decode as the type asked for: {e}",
-            path.display()
-        ),
+    values::loading(&container, mapped, || postcard::from_bytes(&bytes)).map_err(|e| {
+        PersistError::Invalid {
+            what: format!(
+                "{}: the object stream does not decode as the type asked for: {e}",
+                path.display()
+            ),
+        }
     })
 }
 
@@ -260,8 +288,23 @@ mod tests {
             let err = err.expect_err("a truncated file was read").to_string();
             assert!(err.contains("d.joblet"), "{err}");
         }
-        // One flipped bit in every region: header, object stream, a buffer, the table.
-        for at in [9usize, 20, 45, 64, 70, 200, 50_000, good.len() - 10] {
+        // One flipped bit in every region: header, object stream, each buffer, the table.
+        // (The padding between sections holds nothing and is not checked.)
+        std::fs::write(&path, &good).unwrap();
+        let r = Container::open(&path).unwrap();
+        let inside = |k: usize, at: u64| (r.buffer_location(k).unwrap().unwrap().0 + at) as usize;
+        let positions = [
+            9,
+            20,
+            45,
+            64,
+            70,
+            inside(0, 0),
+            inside(1, 50_000),
+            inside(2, 99_999),
+        ];
+        drop(r);
+        for at in positions.into_iter().chain([good.len() - 10]) {
             let mut bad = good.clone();
             bad[at] ^= 0x10;
             std::fs::write(&path, &bad).unwrap();
@@ -318,6 +361,66 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("h.joblet"), "{err}");
+    }
+
+    /// Whether `address` lies in a mapping of `path` (from /proc/self/maps).
+    fn mapped_from(address: usize, path: &Path) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let name = path.to_string_lossy();
+        maps.lines()
+            .filter(|l| l.ends_with(name.as_ref()))
+            .any(|l| {
+                let range = l.split_whitespace().next().unwrap();
+                let (a, b) = range.split_once('-').unwrap();
+                let (a, b) = (
+                    usize::from_str_radix(a, 16).unwrap(),
+                    usize::from_str_radix(b, 16).unwrap(),
+                );
+                (a..b).contains(&address)
+            })
+    }
+
+    #[test]
+    fn buffers_are_sections_read_or_mapped_and_mapped_ones_copy_on_write() {
+        use crate::Buffer;
+        let dir = Dir::new("buffers");
+        let big: Buffer<f64> = (0..100_000).map(|i| i as f64 * 0.5).collect();
+        let small = Buffer::from(vec![7u32; 10]);
+        let value = (
+            big.clone(),
+            small.clone(),
+            "tag".to_string(),
+            vec![big.clone()],
+        );
+        for compression in [Compression::None, Compression::Zstd(3), Compression::Lz4] {
+            let path = dir.0.join(format!("b.{}", compression.name()));
+            dump(&value, &path, compression).unwrap();
+            let c = Container::open(&path).unwrap();
+            assert_eq!(
+                c.buffer_count(),
+                2,
+                "the big buffer twice, the small one inline"
+            );
+            type V = (Buffer<f64>, Buffer<u32>, String, Vec<Buffer<f64>>);
+            let read: V = load(&path).unwrap();
+            assert!(read.0 == big && read.1 == small && read.3[0] == big);
+            assert!(!mapped_from(read.0.as_ptr() as usize, &path));
+            let mut mapped: V = load_mapped(&path).unwrap();
+            assert!(mapped.0 == big && mapped.3[0] == big && mapped.2 == "tag");
+            let in_file = mapped_from(mapped.0.as_ptr() as usize, &path);
+            assert_eq!(in_file, compression == Compression::None, "{compression:?}");
+            mapped.0[0] = -1.0;
+            assert_eq!(mapped.0[0], -1.0);
+            let again: V = load(&path).unwrap();
+            assert_eq!(
+                again.0[0], 0.0,
+                "a write to a mapped buffer stays in memory"
+            );
+        }
+        // A buffer read back as another element type of another size is refused.
+        let path = dir.0.join("b.none");
+        let err = load::<(Buffer<[u8; 3]>, Buffer<u32>, String, Vec<Buffer<f64>>)>(&path);
+        assert!(err.is_err());
     }
 
     #[test]

@@ -45,6 +45,11 @@ impl Container {
         })
     }
 
+    /// The open file.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// How many buffers the container holds.
     pub fn buffer_count(&self) -> usize {
         self.sections.len() - 1

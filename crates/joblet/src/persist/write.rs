@@ -69,8 +69,18 @@ impl Writer {
         bytes: &[u8],
         compression: Compression,
     ) -> Result<(), PersistError> {
-        let padding = self.position.next_multiple_of(ALIGN) - self.position;
-        self.write(&[0u8; ALIGN as usize][..padding as usize])?;
+        // Big uncompressed buffers start on a page, so that they can be mapped where they
+        // lie; everything else on 64 bytes.
+        let align = if kind == Kind::Buffer
+            && compression == Compression::None
+            && bytes.len() >= super::values::SECTION_MIN
+        {
+            crate::shm::page_size() as u64
+        } else {
+            ALIGN
+        };
+        let padding = self.position.next_multiple_of(align) - self.position;
+        self.write(&vec![0u8; padding as usize])?;
         let packed;
         let stored = if compression == Compression::None {
             bytes
