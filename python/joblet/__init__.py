@@ -14,6 +14,7 @@ from ._config import (
 )
 from ._errors import RemoteTraceback, TerminatedWorkerError, WorkerTaskError
 from ._hashing import hash
+from ._memory import MemorizedResult, Memory, expires_after
 from ._parallel import Parallel, delayed
 from ._persist import dump, load
 
@@ -33,6 +34,8 @@ import atexit as _atexit  # noqa: E402
 _atexit.register(_at_exit)
 
 __all__ = [
+    "MemorizedResult",
+    "Memory",
     "Parallel",
     "ParallelBackendBase",
     "RemoteTraceback",
@@ -42,6 +45,7 @@ __all__ = [
     "delayed",
     "dump",
     "effective_n_jobs",
+    "expires_after",
     "hash",
     "load",
     "parallel_backend",

@@ -1,5 +1,7 @@
 """Stubs of the compiled module ``joblet._core`` (crates/joblet-py)."""
 
+import os
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 class Delayed:
@@ -102,3 +104,45 @@ def content_hash(obj: Any, coerce_mmap: bool = False) -> str:
 
 def is_container(filename: str) -> bool:
     """Whether the file starts with a joblet container's magic bytes."""
+
+# One store entry: (function directory, argument hash, entry path, bytes, last access as
+# seconds since the epoch).
+_Entry = tuple[str, str, Path, int, float]
+
+class Store:
+    """The on-disk store of ``Memory`` (``joblet::Store``): ``<location>/<function>/
+    <hash[:2]>/<hash>/``, entries committed by renaming a temporary directory into place,
+    everything private to the user. Errors are ``OSError`` (``ValueError`` for a bad name),
+    naming the path."""
+
+    def __init__(self, location: Union[str, "os.PathLike[str]"]) -> None: ...
+    @property
+    def location(self) -> Path: ...
+    @staticmethod
+    def function_dir_name(module: str, qualname: str) -> str:
+        """A filesystem-safe directory name for the function ``module.qualname``."""
+    def entry_path(self, function: str, hash: str) -> Path: ...
+    def contains(self, function: str, hash: str) -> bool: ...
+    def begin(self, function: str, hash: str) -> Path:
+        """A new private temporary directory to write the entry's files into."""
+    def commit(self, function: str, hash: str, tmp: Union[str, "os.PathLike[str]"]) -> bool:
+        """Renames ``tmp`` into place; False if another writer's entry was kept (``tmp`` is
+        removed)."""
+    def abort(self, tmp: Union[str, "os.PathLike[str]"]) -> None: ...
+    def hit(self, function: str, hash: str) -> Optional[str]:
+        """The entry's directory, its access recorded now; None if there is no entry."""
+    def touch(self, function: str, hash: str) -> None:
+        """Records an access now (least recently used entries are evicted first)."""
+    def remove(self, function: str, hash: str) -> bool: ...
+    def entries(self, function: Optional[str] = None) -> list[_Entry]: ...
+    def reduce_size(
+        self,
+        bytes_limit: Optional[int] = None,
+        items_limit: Optional[int] = None,
+        age_limit: Optional[float] = None,
+    ) -> list[_Entry]:
+        """Deletes least recently used entries first until within the limits (age in
+        seconds); returns those deleted."""
+    def clear(self, function: Optional[str] = None) -> None: ...
+    def func_code(self, function: str) -> Optional[str]: ...
+    def set_func_code(self, function: str, code: str) -> None: ...

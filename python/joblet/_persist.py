@@ -268,48 +268,54 @@ def load(
             "joblet.load: filename must be a path; file objects are not supported yet"
         )
     path = os.fspath(filename)
-    if not _core.is_container(path):
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if _MAGIC.startswith(head):
-            raise ValueError(
-                f"{path}: damaged at byte {len(head)}: the file ends inside a joblet "
-                "container's header (truncated?)"
-            )
-        from . import _joblib_files
-
-        if not (head.startswith(b"\x80") or _joblib_files.compressor_of(head)):
-            raise ValueError(
-                f"{path}: neither a joblet container nor a file written by joblib.dump "
-                f"(it starts with {head!r})"
-            )
-        # A file written by joblib.dump: a pickle stream (protocol 2 or later), maybe
-        # compressed whole.
-
-        try:
-            return _joblib_files.load(
-                path, mmap_mode, bool(ensure_native_byte_order), _find_class(path, allow_pickle)
-            )
-        except EOFError as e:
-            raise ValueError(f"{path}: the pickle stream ends early (truncated?)") from e
-    if mmap_mode in ("r+", "w+"):
-        # Writes through the maps change the arrays' bytes for good: their checksums no
-        # longer hold, and later loads must not call that damage.
-        _core.unchecked_for_writing(path)
-    # Mapped arrays are not read, so not checked (the rest of the file is).
-    objects, raw = _core.load_container(
-        path, mmap_mode is not None, verify=False, alloc=_allocate
-    )
+    native = bool(ensure_native_byte_order)
+    try:
+        if mmap_mode in ("r+", "w+"):
+            # Writes through the maps change the arrays' bytes for good: their checksums no
+            # longer hold, and later loads must not call that damage.
+            _core.unchecked_for_writing(path)
+        # Mapped arrays are not read, so not checked (the rest of the file is).
+        objects, raw = _core.load_container(
+            path, mmap_mode is not None, verify=False, alloc=_allocate
+        )
+    except ValueError:
+        # Not read as a container: damaged, or another kind of file (only then is it
+        # opened once more, to tell; a cache hit does not pay for the question).
+        if _core.is_container(path):
+            raise
+        return _load_other(path, mmap_mode, native, allow_pickle)
     buffers: List[Any] = []
     for b in raw:
         if isinstance(b, tuple):
             buffers.append(_map(path, mmap_mode, *b))
         else:
             buffers.append(b)
-    unpickler = _Unpickler(
-        io.BytesIO(objects), buffers, path, bool(ensure_native_byte_order), allow_pickle
-    )
+    unpickler = _Unpickler(io.BytesIO(objects), buffers, path, native, allow_pickle)
     return unpickler.load()
+
+
+def _load_other(path: str, mmap_mode: Optional[str], native: bool, allow_pickle: bool) -> Any:
+    """A file that is not a joblet container: a truncated one, or one written by joblib."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if _MAGIC.startswith(head):
+        raise ValueError(
+            f"{path}: damaged at byte {len(head)}: the file ends inside a joblet "
+            "container's header (truncated?)"
+        )
+    from . import _joblib_files
+
+    if not (head.startswith(b"\x80") or _joblib_files.compressor_of(head)):
+        raise ValueError(
+            f"{path}: neither a joblet container nor a file written by joblib.dump "
+            f"(it starts with {head!r})"
+        )
+    # A file written by joblib.dump: a pickle stream (protocol 2 or later), maybe
+    # compressed whole.
+    try:
+        return _joblib_files.load(path, mmap_mode, native, _find_class(path, allow_pickle))
+    except EOFError as e:
+        raise ValueError(f"{path}: the pickle stream ends early (truncated?)") from e
 
 
 def _allocate(nbytes: int) -> Any:

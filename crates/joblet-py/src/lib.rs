@@ -17,6 +17,7 @@ mod hashing;
 mod persist;
 mod pickling;
 mod remote;
+mod store;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -214,5 +215,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<call::Results>()?;
     m.add_class::<delayed::Delayed>()?;
     m.add_class::<pickling::ReceivedBuffer>()?;
+    m.add_class::<store::Store>()?;
     Ok(())
 }

@@ -5,7 +5,12 @@
 //! The Python front's `joblet.hash` walks Python objects in `joblet-py` and feeds the same
 //! [`ContentHasher`], so both fronts hash big buffers the same way: whole, without a copy,
 //! on every core.
+//!
+//! [`Store`] (`store.rs`) is the on-disk store of cached calls: one directory per
+//! function, one per argument hash, committed atomically, evicted least recently used first.
 
 mod hash;
+mod store;
 
 pub use hash::{hash, ContentHasher, Digest, HashError};
+pub use store::{Commit, Entry, Store, StoreError};
