@@ -49,7 +49,10 @@ pub use backend::processes::worker::{run_worker, run_worker_scoped, worker_hook}
 pub use backend::processes::WorkerExit;
 pub use backend::Backend;
 pub use buffer::Buffer;
-pub use cache::{hash, Commit, ContentHasher, Digest, Entry, HashError, Store, StoreError};
+pub use cache::{
+    hash, CachedFn, Commit, ContentHasher, Digest, Entry, HashError, Memory, MemoryError, Store,
+    StoreError,
+};
 pub use config::{BatchSize, PreDispatch};
 pub use context::{is_cancelled, nesting_depth};
 pub use cpu::cpu_count;

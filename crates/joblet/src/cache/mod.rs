@@ -8,9 +8,13 @@
 //!
 //! [`Store`] (`store.rs`) is the on-disk store of cached calls: one directory per
 //! function, one per argument hash, committed atomically, evicted least recently used first.
+//! [`Memory`] (`memory.rs`) is joblib's `Memory` for Rust on that store, with functions
+//! named and versioned by [`cached_fn!`](crate::cached_fn).
 
 mod hash;
+mod memory;
 mod store;
 
 pub use hash::{hash, ContentHasher, Digest, HashError};
+pub use memory::{CachedFn, Memory, MemoryError};
 pub use store::{Commit, Entry, Store, StoreError};
