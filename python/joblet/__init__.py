@@ -16,6 +16,7 @@ from ._errors import RemoteTraceback, TerminatedWorkerError, WorkerTaskError
 from ._hashing import hash
 from ._memory import MemorizedResult, Memory, expires_after
 from ._parallel import Parallel, delayed
+from ._compressors import CompressorWrapper, register_compressor
 from ._persist import dump, load
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ import atexit as _atexit  # noqa: E402
 _atexit.register(_at_exit)
 
 __all__ = [
+    "CompressorWrapper",
     "MemorizedResult",
     "Memory",
     "Parallel",
@@ -50,5 +52,6 @@ __all__ = [
     "load",
     "parallel_backend",
     "parallel_config",
+    "register_compressor",
     "register_parallel_backend",
 ]

@@ -128,12 +128,25 @@ def load(
     """The value in the joblib file at ``path``; ``find_class`` decides what names the file
     may use (the safe mode's)."""
     with open(path, "rb") as f:
-        head = f.read(8)
-        f.seek(0)
-        compressor = compressor_of(head)
-        if compressor is None:
-            # Arrays are read (or mapped) where they lie.
-            return _Reader(f, path, mmap_mode, native, find_class).load()
-        data = _core.decompress(compressor, f.read())
+        return load_from(f, path, mmap_mode, native, find_class)
+
+
+def load_from(
+    f: BinaryIO,
+    path: str,
+    mmap_mode: Optional[str],
+    native: bool,
+    find_class: Callable[[str, str], Any],
+) -> Any:
+    """The value in the joblib stream ``f`` (from its current position); arrays are mapped
+    from ``path`` only with ``mmap_mode`` on an uncompressed stream that is that file."""
+    start = f.tell()
+    head = f.read(8)
+    f.seek(start)
+    compressor = compressor_of(head)
+    if compressor is None:
+        # Arrays are read (or mapped) where they lie.
+        return _Reader(f, path, mmap_mode, native, find_class).load()
+    data = _core.decompress(compressor, f.read())
     # Compressed: the arrays are in memory, as joblib does it (no maps).
     return _Reader(io.BytesIO(data), path, None, native, find_class).load()

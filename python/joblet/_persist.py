@@ -11,9 +11,12 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import shutil
+import tempfile
+import warnings
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from . import _core
+from . import _compressors, _core
 
 #: The compressors ``compress`` may name: joblib's, then joblet's own.
 COMPRESSORS = ("zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd")
@@ -66,11 +69,13 @@ def _compression(compress: Any, filename: str) -> Tuple[str, int]:
         level = compress
     else:
         raise ValueError(f"compress: expected a bool, an int, a str or a tuple, not {compress!r}")
-    if method not in COMPRESSORS:
+    external = _compressors.registered(method) is not None
+    if method not in COMPRESSORS and not external:
         raise ValueError(
-            f"compress: unknown compressor {method!r}; expected one of {list(COMPRESSORS)}"
+            f"compress: unknown compressor {method!r}; expected one of {list(COMPRESSORS)} "
+            "or a name given to register_compressor"
         )
-    max_level = 22 if method == "zstd" else 9
+    max_level = 22 if method == "zstd" and not external else 9
     if level is not None and (
         isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= max_level
     ):
@@ -78,7 +83,7 @@ def _compression(compress: Any, filename: str) -> Tuple[str, int]:
             f"compress: level {level!r} is not valid for {method}; expected 0 to {max_level}"
         )
     if not explicit:
-        for extension, name in _EXTENSIONS.items():
+        for extension, name in {**_EXTENSIONS, **_compressors.extensions()}.items():
             if filename.lower().endswith(extension):
                 method = name
                 if level == 0:
@@ -129,12 +134,22 @@ def dump(
     joblib's (zlib, gzip, bz2, lzma, xz, lz4) and ``zstd`` (levels up to 22). Without a tuple, a file name ending in ``.z``, ``.gz``,
     ``.bz2``, ``.lzma``, ``.xz``, ``.lz4`` or ``.zst`` picks its compressor. Each array is
     compressed on its own. The file appears whole or not at all (written under a temporary
-    name, then renamed). Returns ``[filename]``, as joblib does.
+    name, then renamed). Returns ``[filename]``, as joblib does; ``filename`` may also be an
+    open binary file object, written into (then None is returned, as joblib does).
     """
     if hasattr(filename, "write"):
-        raise TypeError(
-            "joblet.dump: filename must be a path; file objects are not supported yet"
-        )
+        # A file object (joblib writes into it and returns None): the container is written
+        # to a temporary file (its writer needs to seek and rename), then copied into it.
+        method, level = _compression(compress, getattr(filename, "name", "") or "")
+        fd, temporary = tempfile.mkstemp(prefix="joblet-dump-")
+        os.close(fd)
+        try:
+            _dump_to_path(value, temporary, method, level, protocol)
+            with open(temporary, "rb") as f:
+                shutil.copyfileobj(f, filename)
+        finally:
+            os.remove(temporary)
+        return None  # type: ignore[return-value]
     if not isinstance(filename, (str, os.PathLike)):
         raise ValueError(
             "joblet.dump: the second argument must be a file name, "
@@ -142,6 +157,11 @@ def dump(
         )
     path = os.fspath(filename)
     method, level = _compression(compress, path)
+    _dump_to_path(value, path, method, level, protocol)
+    return [filename]  # type: ignore[list-item]
+
+
+def _dump_to_path(value: Any, path: str, method: str, level: int, protocol: Optional[int]) -> None:
     if protocol is None or protocol < 0:
         protocol = pickle.HIGHEST_PROTOCOL
     buffers: List[Any] = []
@@ -150,8 +170,15 @@ def dump(
         _Pickler(stream, protocol, buffers).dump(value)
     else:
         pickle.Pickler(stream, protocol=protocol).dump(value)
+    if level and _compressors.registered(method) is not None and method not in COMPRESSORS:
+        # A registered compressor (Python): every section compressed by it, stored raw,
+        # behind a marker stream naming it.
+        sections = [_compressors.compress(method, level, stream.getbuffer())]
+        sections += [_compressors.compress(method, level, b.raw()) for b in buffers]
+        marker = _compressors.EXTERNAL_MARK + method.encode()
+        _core.dump_container(path, marker, sections, "zlib", 0)
+        return
     _core.dump_container(path, stream.getvalue(), buffers, method, level)
-    return [filename]  # type: ignore[list-item]
 
 
 #: What ``load(..., allow_pickle=False)`` lets a file name: numpy's array and scalar
@@ -248,7 +275,8 @@ def load(
     ``ensure_native_byte_order``: as joblib's (``"auto"``: True without ``mmap_mode``).
 
     Files written by ``joblib.dump`` (joblib 0.10 and later, compressed or not) load too,
-    without joblib installed, with the same ``mmap_mode`` and ``allow_pickle``.
+    without joblib installed, with the same ``mmap_mode`` and ``allow_pickle``. ``filename``
+    may also be an open binary file object (read from its position; nothing is mapped).
 
     ``allow_pickle=False`` loads only arrays, numbers, strings, bytes and Python's built-in
     containers, and refuses anything else the file names (a class, a function) with
@@ -264,9 +292,7 @@ def load(
             f"but mmap_mode={mmap_mode!r}"
         )
     if hasattr(filename, "read"):
-        raise TypeError(
-            "joblet.load: filename must be a path; file objects are not supported yet"
-        )
+        return _load_file_object(filename, mmap_mode, bool(ensure_native_byte_order), allow_pickle)
     path = os.fspath(filename)
     native = bool(ensure_native_byte_order)
     try:
@@ -284,6 +310,15 @@ def load(
         if _core.is_container(path):
             raise
         return _load_other(path, mmap_mode, native, allow_pickle)
+    if objects.startswith(_compressors.EXTERNAL_MARK):
+        # Sections a registered compressor made (never mapped: they are compressed).
+        name = objects[len(_compressors.EXTERNAL_MARK) :].decode()
+        if mmap_mode is not None:
+            objects, raw = _core.load_container(path, False, alloc=_allocate)
+        parts = [_compressors.decompress(name, bytes(b), path) for b in raw]
+        if not parts:
+            raise ValueError(f"{path}: damaged: no object stream after the compressor's name")
+        objects, raw = bytes(parts[0]), parts[1:]
     buffers: List[Any] = []
     for b in raw:
         if isinstance(b, tuple):
@@ -292,6 +327,42 @@ def load(
             buffers.append(b)
     unpickler = _Unpickler(io.BytesIO(objects), buffers, path, native, allow_pickle)
     return unpickler.load()
+
+
+def _load_file_object(
+    fobj: Any, mmap_mode: Optional[str], native: bool, allow_pickle: bool
+) -> Any:
+    """A value from an open binary file object (from its current position). Nothing can be
+    mapped from it: ``mmap_mode`` is ignored with a warning, as joblib does for streams."""
+    name = str(getattr(fobj, "name", "") or "<file object>")
+    if mmap_mode is not None:
+        warnings.warn(
+            f"{name}: arrays cannot be memory-mapped from a file object; loading them in memory",
+            stacklevel=3,
+        )
+    head = fobj.read(8)
+    if head != _MAGIC:
+        from . import _joblib_files
+
+        stream = io.BytesIO(head + fobj.read())
+        if not (head.startswith(b"\x80") or _joblib_files.compressor_of(head)):
+            raise ValueError(
+                f"{name}: neither a joblet container nor a file written by joblib.dump "
+                f"(it starts with {head!r})"
+            )
+        try:
+            return _joblib_files.load_from(stream, name, None, native, _find_class(name, allow_pickle))
+        except EOFError as e:
+            raise ValueError(f"{name}: the pickle stream ends early (truncated?)") from e
+    # A container: its reader needs a file to seek in.
+    fd, temporary = tempfile.mkstemp(prefix="joblet-load-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(head)
+            shutil.copyfileobj(fobj, f)
+        return load(temporary, None, native, allow_pickle)
+    finally:
+        os.remove(temporary)
 
 
 def _load_other(path: str, mmap_mode: Optional[str], native: bool, allow_pickle: bool) -> Any:

@@ -169,6 +169,21 @@ impl Memory {
         store.contains(&function, &key)
     }
 
+    /// Evicts stored results, least recently used first, until at most `bytes_limit` bytes
+    /// and `items_limit` entries remain, and removes those not used for `age_limit`
+    /// (joblib's `reduce_size`); returns what was removed.
+    pub fn reduce_size(
+        &self,
+        bytes_limit: Option<u64>,
+        items_limit: Option<usize>,
+        age_limit: Option<std::time::Duration>,
+    ) -> Result<Vec<super::Entry>, MemoryError> {
+        match &self.store {
+            Some(store) => store.reduce_size(bytes_limit, items_limit, age_limit),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Removes every stored result.
     pub fn clear(&self) -> Result<(), MemoryError> {
         match &self.store {
@@ -369,6 +384,13 @@ mod tests {
             assert_eq!(t.join().unwrap().len(), 5_000);
         }
         assert_eq!(memory.store().unwrap().entries(None).unwrap().len(), 1);
+        for n in 1..=4 {
+            memory.call(&f, (n,)).unwrap();
+        }
+        let removed = memory.reduce_size(None, Some(2), None).unwrap();
+        assert_eq!(removed.len(), 3, "5 entries down to 2");
+        assert_eq!(memory.store().unwrap().entries(None).unwrap().len(), 2);
+        assert!(memory.contains(&f, &(4,)).unwrap(), "the most recent stays");
     }
 
     cached_fn! {
