@@ -15,7 +15,7 @@ import io
 import pickle
 from typing import Any, BinaryIO, Callable, Optional
 
-from . import _core
+from . import _core, _safe_unpickle
 
 #: joblib's compressed files begin with these bytes (its compressors' magic numbers).
 _PREFIXES = (
@@ -57,6 +57,7 @@ class _Reader(pickle._Unpickler):  # type: ignore[name-defined,misc]
         super().__init__(file)
         self._file = file
         self._path = path
+        self._safe = getattr(find_class, "safe", False)
         self._mmap_mode = mmap_mode
         self._native = native
         self._outer_find_class = find_class
@@ -72,6 +73,8 @@ class _Reader(pickle._Unpickler):  # type: ignore[name-defined,misc]
             self.stack[-1] = self._read_array(self.stack[-1])
 
     dispatch[pickle.BUILD[0]] = _load_build
+    # In safe mode, dtypes are rebuilt, never given their state (see _safe_unpickle).
+    _safe_unpickle.install_safe_build(dispatch)
 
     def _read_array(self, wrapper: _ArrayInFile) -> Any:
         import numpy as np
@@ -114,6 +117,8 @@ class _Reader(pickle._Unpickler):  # type: ignore[name-defined,misc]
         if self._native and isinstance(array, np.ndarray) and not array.dtype.isnative:
             array = array.byteswap().view(array.dtype.newbyteorder("="))
         subclass = getattr(wrapper, "subclass", np.ndarray)
+        if subclass is _safe_unpickle.NdarrayTag:
+            subclass = np.ndarray
         if subclass not in (np.ndarray, np.memmap) and isinstance(subclass, type):
             array = array.view(subclass)
         return array

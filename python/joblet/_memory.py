@@ -605,7 +605,7 @@ class MemorizedFunc(_Logged):
         """Computes the result whatever the cache holds, stores it, and returns
         ``(output, metadata)``."""
         call_id = (self.func_id, self._get_args_id(*args, **kwargs))
-        return self._call(call_id, args, kwargs)
+        return self._call(call_id, args, kwargs, replace=True)
 
     def _cached_call(self, args: tuple, kwargs: dict, shelving: bool) -> Tuple[Any, dict]:
         args_id = self._get_args_id(*args, **kwargs)
@@ -649,12 +649,17 @@ class MemorizedFunc(_Logged):
         return self._call(call_id, args, kwargs, shelving)
 
     def _call(
-        self, call_id: Tuple[str, str], args: tuple, kwargs: dict, shelving: bool = False
+        self,
+        call_id: Tuple[str, str],
+        args: tuple,
+        kwargs: dict,
+        shelving: bool = False,
+        replace: bool = False,
     ) -> Tuple[Any, dict]:
         self._before_call(args, kwargs)
         start = time.time()
         output = self.func(*args, **kwargs)
-        return self._after_call(call_id, args, kwargs, shelving, output, start)
+        return self._after_call(call_id, args, kwargs, shelving, output, start, replace)
 
     def _before_call(self, args: tuple, kwargs: dict) -> None:
         if self._verbose > 0:
@@ -675,8 +680,9 @@ class MemorizedFunc(_Logged):
         shelving: bool,
         output: Any,
         start: float,
+        replace: bool = False,
     ) -> Tuple[Any, dict]:
-        stored = self._persist(call_id, output, args, kwargs, start)
+        stored = self._persist(call_id, output, args, kwargs, start, replace)
         if stored is None:
             return (NotMemorizedResult(output) if shelving else output), {}
         metadata = stored
@@ -690,7 +696,13 @@ class MemorizedFunc(_Logged):
         return output, metadata
 
     def _persist(
-        self, call_id: Tuple[str, str], output: Any, args: tuple, kwargs: dict, start: float
+        self,
+        call_id: Tuple[str, str],
+        output: Any,
+        args: tuple,
+        kwargs: dict,
+        start: float,
+        replace: bool = False,
     ) -> Optional[dict]:
         """Writes the entry (temporary directory, renamed into place); its metadata, or
         None (with a warning, nothing left behind) when the output cannot be stored: it
@@ -731,6 +743,11 @@ class MemorizedFunc(_Logged):
                 # The source first: an entry is never there without its source.
                 if self._store.func_code(self.func_id) is None:
                     self._store.set_func_code(self.func_id, self._func_code())
+                if replace:
+                    # .call() recomputes: its result replaces the stored one (found by
+                    # review: the old entry was kept). Between the two steps a concurrent
+                    # writer's entry may land; it is as fresh, and kept.
+                    self._store.remove(*call_id)
                 self._store.commit(call_id[0], call_id[1], tmp)
             except OSError as e:
                 not_stored(e)
@@ -829,12 +846,17 @@ class AsyncMemorizedFunc(MemorizedFunc):
         return await super().call(*args, **kwargs)
 
     async def _call(
-        self, call_id: Tuple[str, str], args: tuple, kwargs: dict, shelving: bool = False
+        self,
+        call_id: Tuple[str, str],
+        args: tuple,
+        kwargs: dict,
+        shelving: bool = False,
+        replace: bool = False,
     ) -> Tuple[Any, dict]:
         self._before_call(args, kwargs)
         start = time.time()
         output = await self.func(*args, **kwargs)
-        return self._after_call(call_id, args, kwargs, shelving, output, start)
+        return self._after_call(call_id, args, kwargs, shelving, output, start, replace)
 
 
 def _bytes_limit(limit: Any) -> Optional[int]:

@@ -16,7 +16,7 @@ import tempfile
 import warnings
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
-from . import _compressors, _core
+from . import _compressors, _core, _safe_unpickle
 
 #: The compressors ``compress`` may name: joblib's, then joblet's own.
 COMPRESSORS = ("zlib", "gzip", "bz2", "lzma", "xz", "lz4", "zstd")
@@ -62,7 +62,9 @@ def _compression(compress: Any, filename: str) -> Tuple[str, int]:
         method, level = compress
         explicit = True
     elif isinstance(compress, str):
+        # A name says which compressor, whatever the extension (as joblib).
         method, level = compress, None
+        explicit = True
     elif isinstance(compress, int):
         if not 0 <= compress <= 9:
             raise ValueError(f"compress: level {compress!r} is not valid; expected 0 to 9")
@@ -158,7 +160,7 @@ def dump(
     path = os.fspath(filename)
     method, level = _compression(compress, path)
     _dump_to_path(value, path, method, level, protocol)
-    return [filename]  # type: ignore[list-item]
+    return [path]
 
 
 def _dump_to_path(value: Any, path: str, method: str, level: int, protocol: Optional[int]) -> None:
@@ -181,44 +183,25 @@ def _dump_to_path(value: Any, path: str, method: str, level: int, protocol: Opti
     _core.dump_container(path, stream.getvalue(), buffers, method, level)
 
 
-#: What ``load(..., allow_pickle=False)`` lets a file name: numpy's array and scalar
-#: builders and Python's own containers and numbers. Nothing here runs code chosen by the
-#: file.
-_SAFE_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("builtins", "set"),
-    ("builtins", "frozenset"),
-    ("builtins", "complex"),
-    ("builtins", "bytearray"),
-    ("builtins", "slice"),
-    ("builtins", "range"),
-    ("collections", "OrderedDict"),
-}
 _FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
 
 def _find_class(path: str, allow_pickle: bool) -> Any:
-    """``find_class`` for a file at ``path``: any name, or only the safe ones."""
+    """``find_class`` for a file at ``path``: any name, or only the safe ones (what they
+    stand for in a safe load: ``_safe_unpickle``)."""
+    safe = None if allow_pickle else _safe_unpickle.safe_globals()
 
     def find(module: str, name: str) -> Any:
-        if not allow_pickle:
-            if (module, name) == ("numpy", "memmap"):
-                # Only ever a class tag in joblib's files; the class itself would open files.
-                import numpy
-
-                return numpy.ndarray
-            if (module, name) not in _SAFE_GLOBALS:
+        if safe is not None:
+            if (module, name) not in safe:
                 raise pickle.UnpicklingError(
                     f"{path}: loading {module}.{name} could run code from the file, and "
                     "allow_pickle=False; load it with allow_pickle=True only if you trust it"
                 )
+            return safe[(module, name)]
         return pickle.Unpickler.find_class(_PLAIN, module, name)
 
+    find.safe = safe is not None  # type: ignore[attr-defined]
     return find
 
 
@@ -227,6 +210,8 @@ _PLAIN = pickle.Unpickler(io.BytesIO(b""))
 
 
 class _Unpickler(pickle.Unpickler):
+    """The C unpickler, for files one trusts."""
+
     def __init__(
         self,
         stream: io.BytesIO,
@@ -256,6 +241,31 @@ class _Unpickler(pickle.Unpickler):
         return array
 
 
+class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """The pure-Python unpickler, whose BUILD step can be checked, for allow_pickle=False."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    _safe = True
+
+    def __init__(
+        self, stream: io.BytesIO, buffers: Sequence[Any], path: str, native: bool
+    ) -> None:
+        super().__init__(stream, buffers=buffers)
+        self._path = path
+        self._native = native
+        self._find = _find_class(path, False)
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _FROMBUFFER:
+            return self._array_from_buffer
+        return self._find(module, name)
+
+    _array_from_buffer = _Unpickler._array_from_buffer
+
+
+_safe_unpickle.install_safe_build(_SafeUnpickler.dispatch)
+
+
 def load(
     filename: Union[str, "os.PathLike[str]"],
     mmap_mode: Optional[str] = None,
@@ -278,9 +288,11 @@ def load(
     without joblib installed, with the same ``mmap_mode`` and ``allow_pickle``. ``filename``
     may also be an open binary file object (read from its position; nothing is mapped).
 
-    ``allow_pickle=False`` loads only arrays, numbers, strings, bytes and Python's built-in
-    containers, and refuses anything else the file names (a class, a function) with
-    ``pickle.UnpicklingError`` before it could run any code: for files you do not trust.
+    ``allow_pickle=False`` loads only arrays of plain dtypes, numbers, strings, bytes and
+    Python's built-in containers, and refuses anything else the file names (a class, a
+    function, a structured dtype) with ``pickle.UnpicklingError`` before it could run any
+    code or touch memory it should not (``_safe_unpickle``): for files you do not trust. It
+    does not bound how much memory a file may ask for.
     """
     if mmap_mode not in _MMAP_MODES:
         raise ValueError(f"mmap_mode must be one of {list(_MMAP_MODES)}, not {mmap_mode!r}")
@@ -325,8 +337,9 @@ def load(
             buffers.append(_map(path, mmap_mode, *b))
         else:
             buffers.append(b)
-    unpickler = _Unpickler(io.BytesIO(objects), buffers, path, native, allow_pickle)
-    return unpickler.load()
+    if allow_pickle:
+        return _Unpickler(io.BytesIO(objects), buffers, path, native, True).load()
+    return _SafeUnpickler(io.BytesIO(objects), buffers, path, native).load()
 
 
 def _load_file_object(

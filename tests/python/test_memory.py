@@ -544,3 +544,19 @@ def test_location_gets_a_gitignore(tmp_path):
     (tmp_path / "mine" / ".gitignore").write_text("keep\n")
     Memory(tmp_path / "mine", verbose=0)
     assert (tmp_path / "mine" / ".gitignore").read_text() == "keep\n"
+
+
+def test_call_replaces_the_stored_result(tmp_path):
+    # Found by review: .call() recomputed but the next hit returned the older result.
+    counter = {"n": 0}
+
+    def g(x):
+        counter["n"] += 1
+        return counter["n"]
+
+    mem = joblet.Memory(tmp_path, verbose=0)
+    cached = mem.cache(g)
+    assert cached(1) == 1
+    output, _ = cached.call(1)
+    assert output == 2
+    assert cached(1) == 2, "the hit returns what .call() stored"

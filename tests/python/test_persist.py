@@ -82,7 +82,7 @@ def _assert_same(got, want, path="value"):
 def test_nested_values_round_trip_with_every_compressor(tmp_path, compress):
     value = _value()
     path = tmp_path / "value.pkl"
-    assert joblet.dump(value, path, compress=compress) == [path]
+    assert joblet.dump(value, path, compress=compress) == [str(path)]
     got = joblet.load(path)
     _assert_same(got, value)
     arrays = got["arrays"]
@@ -118,6 +118,11 @@ def test_compression_is_chosen_by_extension_unless_a_tuple_says(tmp_path):
     explicit = tmp_path / "b.pkl.gz"
     joblet.dump(data, explicit, compress=("zlib", 0))
     assert explicit.stat().st_size > 8_000_000, "an explicit tuple wins over the extension"
+    named = tmp_path / "c.pkl.gz"
+    joblet.dump(data, named, compress="lz4")
+    with open(named, "rb") as f:
+        f.seek(64)
+        assert not f.read(2).startswith(b"\x1f\x8b"), "a name wins over the extension"
 
 
 @pytest.mark.parametrize(
@@ -427,3 +432,64 @@ def test_files_written_by_joblib_map_and_obey_the_safe_mode(tmp_path):
     truncated.write_bytes(path.read_bytes()[:3000])
     with pytest.raises((ValueError, pickle.UnpicklingError, EOFError)):
         joblet.load(truncated)
+
+
+class _ForgedDtype:
+    """A structured dtype whose field holds Python objects while its flags say it holds
+    none (found by review: numpy's dtype.__setstate__ takes it, and raw file bytes then
+    become object pointers: a segfault)."""
+
+    def __reduce__(self):
+        return (
+            np.dtype,
+            ("V8", False, True),
+            (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0),
+        )
+
+
+class _ArrayOfForgedDtype:
+    def __reduce__(self):
+        import struct
+
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:  # numpy < 2
+            from numpy.core.multiarray import _reconstruct
+        state = (1, (1,), _ForgedDtype(), False, struct.pack("<Q", 0x4141414141414141))
+        return (_reconstruct, (np.ndarray, (0,), b"b"), state)
+
+
+class _ArrayBeforeItsBuffer:
+    """numpy.ndarray called with a negative offset: a view of the memory before a buffer
+    (found by review)."""
+
+    def __reduce__(self):
+        return (np.ndarray, ((64,), "u1", bytearray(64), -64))
+
+
+@pytest.mark.parametrize("payload", [_ArrayOfForgedDtype(), _ArrayBeforeItsBuffer()])
+def test_safe_mode_refuses_forged_dtypes_and_raw_ndarray_calls(tmp_path, payload):
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps(payload, protocol=4))
+    container = tmp_path / "container.pkl"
+    joblet.dump(payload, container)
+    for path in (plain, container):
+        with pytest.raises(pickle.UnpicklingError):
+            joblet.load(path, allow_pickle=False)
+
+
+def test_safe_mode_still_loads_every_plain_dtype(tmp_path):
+    kinds = ["<f8", ">i4", "U4", "S2", "M8[D]", "m8[s]", "c16", "?", "u2"]
+    value = {k: np.arange(6).astype(k) for k in kinds}
+    value["objects"] = np.array([1, "x", None], dtype=object)
+    value["dtype"] = np.dtype(">f4")
+    value["scalar"] = np.float32(2.5)
+    for writer in (joblet.dump, pytest.importorskip("joblib").dump):
+        path = tmp_path / "plain.pkl"
+        writer(value, path)
+        got = joblet.load(path, allow_pickle=False, ensure_native_byte_order=False)
+        for k in kinds:
+            assert got[k].dtype == np.dtype(k), (writer, k)
+            np.testing.assert_array_equal(got[k], value[k])
+        assert list(got["objects"]) == [1, "x", None]
+        assert got["dtype"] == np.dtype(">f4") and got["scalar"] == np.float32(2.5)

@@ -259,7 +259,10 @@ fn from_container<T: bytemuck::Pod>(
             },
         });
     }
-    let mut values: Vec<T> = bytemuck::zeroed_vec(count);
+    // The length comes from the file: room for it is asked for, not assumed (found by
+    // review: a file claiming 2^50 bytes aborted the process).
+    let mut values: Vec<T> = bytemuck::try_zeroed_vec(count)
+        .map_err(|()| format!("buffer {index} claims {len} bytes: more than can be allocated"))?;
     container
         .read_buffer_into(index as usize, bytemuck::cast_slice_mut(&mut values))
         .map_err(|e| e.to_string())?;

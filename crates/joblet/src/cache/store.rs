@@ -364,7 +364,18 @@ impl Store {
         let name = dir.file_name().unwrap_or_default().to_string_lossy();
         let aside = dir.with_file_name(format!("{TMP_PREFIX}rm-{name}-{}", unique_suffix()));
         match fs::rename(dir, &aside) {
-            Ok(()) => remove_tree(&aside).map(|()| true),
+            Ok(()) => {
+                // Out of the way: the entry is gone. A writer that found its path before the
+                // rename may still add a file to it (found by review: "Directory not empty"
+                // from clear during writes); try again, then leave the rest to the next
+                // sweep rather than fail a removal that has happened.
+                for _ in 0..3 {
+                    if remove_tree(&aside).is_ok() {
+                        break;
+                    }
+                }
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(StoreError::new("move aside for removal", dir, e)),
         }
@@ -428,11 +439,15 @@ impl Store {
     /// how many were removed.
     pub fn sweep_temporaries(&self, older_than: Duration) -> Result<usize, StoreError> {
         let now = SystemTime::now();
+        let removal = format!("{TMP_PREFIX}rm-");
         let stale = |e: &fs::DirEntry| {
-            e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > older_than))
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Directories set aside for removal are garbage whatever their age.
+            name.starts_with(&removal)
+                || name.starts_with(TMP_PREFIX)
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| now.duration_since(t).is_ok_and(|age| age > older_than))
         };
         let mut dirs = vec![self.root.clone()];
         for function in self.functions()? {

@@ -424,6 +424,42 @@ mod tests {
     }
 
     #[test]
+    fn a_buffer_claiming_a_huge_size_is_an_error_not_an_abort() {
+        use crate::Buffer;
+        let dir = Dir::new("huge-buffer");
+        let path = dir.0.join("h.joblet");
+        let value: Buffer<u64> = (0..20_000u64).collect();
+        dump(&value, &path, Compression::Lz4).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let toc = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+        // The buffer's section (compressed, so read into new values) claims 2^50 bytes.
+        let entry = toc + 4 + 40;
+        let huge = 1u64 << 50;
+        bytes[entry + 24..entry + 32].copy_from_slice(&huge.to_le_bytes());
+        // The object stream says the same length (postcard: tag 1, index 0, then the length
+        // as a varint).
+        let mut stream = vec![1u8, 0];
+        let mut n = huge;
+        while n >= 0x80 {
+            stream.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        stream.push(n as u8);
+        // Stored uncompressed in the room before the buffer's section.
+        bytes[64..64 + stream.len()].copy_from_slice(&stream);
+        let first = toc + 4;
+        bytes[first + 1] = Compression::None.code();
+        let n = (stream.len() as u64).to_le_bytes();
+        bytes[first + 16..first + 24].copy_from_slice(&n);
+        bytes[first + 24..first + 32].copy_from_slice(&n);
+        __fuzz::repair_checksums(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        // An error (postcard keeps no text of it), where it was an abort.
+        let err = load::<Buffer<u64>>(&path).unwrap_err().to_string();
+        assert!(err.contains("h.joblet"), "{err}");
+    }
+
+    #[test]
     fn an_unfinished_writer_leaves_nothing_and_serde_values_round_trip() {
         let dir = Dir::new("serde");
         let path = dir.0.join("v.joblet");

@@ -118,10 +118,17 @@ impl Container {
     /// every later load report damage. Rewrites the table of contents and the header only.
     pub fn unchecked_for_writing(path: &Path) -> Result<(), PersistError> {
         let mut container = Container::open(path)?;
+        let mut changed = false;
         for s in container.sections.iter_mut().skip(1) {
-            if s.compression == Compression::None {
+            if s.compression == Compression::None && s.checked {
                 s.checked = false;
+                changed = true;
             }
+        }
+        if !changed {
+            // Already so: no write (a concurrent reader never sees a half-rewritten file
+            // after the first time).
+            return Ok(());
         }
         let toc = encode_toc(&container.sections);
         let io = |e| PersistError::io(path, e);
