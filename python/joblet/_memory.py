@@ -263,7 +263,24 @@ class _Logged:
         logging.getLogger("joblet.memory").info("[%s]: %s" % (self, msg))
 
 
-class MemorizedResult(_Logged):
+class _OnStore:
+    """The store at ``_location``, opened on first use (and again after unpickling)."""
+
+    _location: str
+    _store_obj: Optional["_core.Store"]
+
+    @property
+    def _store(self) -> "_core.Store":
+        if self._store_obj is None:
+            self._store_obj = _core.Store(self._location)
+        return self._store_obj
+
+    @property
+    def store_backend(self) -> "_core.Store":
+        return self._store
+
+
+class MemorizedResult(_OnStore, _Logged):
     """A reference to a cached value (what ``call_and_shelve`` returns): small and
     picklable; ``get()`` loads the value, ``clear()`` deletes it."""
 
@@ -290,15 +307,6 @@ class MemorizedResult(_Logged):
         self.metadata = metadata
         self.duration = metadata.get("duration", None)
 
-    @property
-    def _store(self) -> "_core.Store":
-        if self._store_obj is None:
-            self._store_obj = _core.Store(self._location)
-        return self._store_obj
-
-    @property
-    def store_backend(self) -> "_core.Store":
-        return self._store
 
     @property
     def func(self) -> str:
@@ -415,7 +423,7 @@ def _read_metadata(store: "_core.Store", func_id: str, args_id: str) -> dict:
         return {}
 
 
-class MemorizedFunc(_Logged):
+class MemorizedFunc(_OnStore, _Logged):
     """A function whose results are cached (what ``Memory.cache`` returns): called like the
     function; ``call``, ``call_and_shelve``, ``check_call_in_cache`` and ``clear``."""
 
@@ -454,15 +462,6 @@ class MemorizedFunc(_Logged):
             pass  # objects such as ufuncs
         self.__doc__ = "Memoized version of %s" % (getattr(func, "__doc__", None),)
 
-    @property
-    def _store(self) -> "_core.Store":
-        if self._store_obj is None:
-            self._store_obj = _core.Store(self._location)
-        return self._store_obj
-
-    @property
-    def store_backend(self) -> "_core.Store":
-        return self._store
 
     def _func_code_info(self) -> Tuple[str, Optional[str], int]:
         """``(code, source file, first line)`` of the function, read again when its

@@ -209,20 +209,12 @@ def _find_class(path: str, allow_pickle: bool) -> Any:
 _PLAIN = pickle.Unpickler(io.BytesIO(b""))
 
 
-class _Unpickler(pickle.Unpickler):
-    """The C unpickler, for files one trusts."""
+class _ArrayHooks:
+    """What both unpicklers add: numpy's out-of-band arrays rebuilt over the container's
+    buffers (or maps), and ``find_class`` as the file's trust allows."""
 
-    def __init__(
-        self,
-        stream: io.BytesIO,
-        buffers: Sequence[Any],
-        path: str,
-        native: bool,
-        allow_pickle: bool,
-    ) -> None:
-        super().__init__(stream, buffers=buffers)
-        self._native = native
-        self._find = _find_class(path, allow_pickle)
+    _native: bool
+    _find: Any
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _FROMBUFFER:
@@ -241,7 +233,18 @@ class _Unpickler(pickle.Unpickler):
         return array
 
 
-class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class _Unpickler(_ArrayHooks, pickle.Unpickler):
+    """The C unpickler, for files one trusts."""
+
+    def __init__(
+        self, stream: io.BytesIO, buffers: Sequence[Any], path: str, native: bool
+    ) -> None:
+        super().__init__(stream, buffers=buffers)
+        self._native = native
+        self._find = _find_class(path, True)
+
+
+class _SafeUnpickler(_ArrayHooks, pickle._Unpickler):  # type: ignore[name-defined,misc]
     """The pure-Python unpickler, whose BUILD step can be checked, for allow_pickle=False."""
 
     dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
@@ -254,13 +257,6 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         self._path = path
         self._native = native
         self._find = _find_class(path, False)
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _FROMBUFFER:
-            return self._array_from_buffer
-        return self._find(module, name)
-
-    _array_from_buffer = _Unpickler._array_from_buffer
 
 
 _safe_unpickle.install_safe_build(_SafeUnpickler.dispatch)
@@ -338,7 +334,7 @@ def load(
         else:
             buffers.append(b)
     if allow_pickle:
-        return _Unpickler(io.BytesIO(objects), buffers, path, native, True).load()
+        return _Unpickler(io.BytesIO(objects), buffers, path, native).load()
     return _SafeUnpickler(io.BytesIO(objects), buffers, path, native).load()
 
 
