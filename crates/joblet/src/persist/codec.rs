@@ -178,36 +178,35 @@ impl Compression {
         }
     }
 
+    /// A streaming decoder of `data`. `members`: several concatenated streams, as joblib's
+    /// gzip, bz2 and xz files may hold (a section is always one).
+    fn decoder<'a>(self, data: &'a [u8], members: bool) -> io::Result<Box<dyn Read + 'a>> {
+        Ok(match self {
+            Compression::None => Box::new(data),
+            Compression::Zlib(_) => Box::new(flate2::read::ZlibDecoder::new(data)),
+            Compression::Gzip(_) if members => Box::new(flate2::read::MultiGzDecoder::new(data)),
+            Compression::Gzip(_) => Box::new(flate2::read::GzDecoder::new(data)),
+            Compression::Bz2(_) if members => Box::new(bzip2::read::MultiBzDecoder::new(data)),
+            Compression::Bz2(_) => Box::new(bzip2::read::BzDecoder::new(data)),
+            Compression::Lzma(_) => {
+                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+                    .map_err(io::Error::other)?;
+                Box::new(liblzma::read::XzDecoder::new_stream(data, stream))
+            }
+            Compression::Xz(_) if members => {
+                Box::new(liblzma::read::XzDecoder::new_multi_decoder(data))
+            }
+            Compression::Xz(_) => Box::new(liblzma::read::XzDecoder::new(data)),
+            Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(data)),
+            Compression::Zstd(_) => Box::new(zstd::stream::read::Decoder::with_buffer(data)?),
+        })
+    }
+
     /// All of `data` decompressed, however long (for streams that do not say: files written
     /// by joblib).
     pub fn decompress_all(self, data: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::with_capacity(data.len().saturating_mul(2));
-        match self {
-            Compression::None => out.extend_from_slice(data),
-            Compression::Zlib(_) => {
-                flate2::read::ZlibDecoder::new(data).read_to_end(&mut out)?;
-            }
-            Compression::Gzip(_) => {
-                flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out)?;
-            }
-            Compression::Bz2(_) => {
-                bzip2::read::MultiBzDecoder::new(data).read_to_end(&mut out)?;
-            }
-            Compression::Lzma(_) => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
-                    .map_err(io::Error::other)?;
-                liblzma::read::XzDecoder::new_stream(data, stream).read_to_end(&mut out)?;
-            }
-            Compression::Xz(_) => {
-                liblzma::read::XzDecoder::new_multi_decoder(data).read_to_end(&mut out)?;
-            }
-            Compression::Lz4 => {
-                lz4_flex::frame::FrameDecoder::new(data).read_to_end(&mut out)?;
-            }
-            Compression::Zstd(_) => {
-                zstd::stream::read::Decoder::with_buffer(data)?.read_to_end(&mut out)?;
-            }
-        }
+        self.decoder(data, true)?.read_to_end(&mut out)?;
         Ok(out)
     }
 
@@ -224,39 +223,25 @@ impl Compression {
                 ),
             )
         };
-        fn exactly(mut r: impl Read, out: &mut [u8]) -> io::Result<bool> {
-            r.read_exact(out)?;
-            // Nothing may follow.
-            Ok(r.read(&mut [0u8; 1])? == 0)
-        }
-        let exact = match self {
-            Compression::None => {
-                if data.len() != out.len() {
-                    return Err(wrong(&data.len().to_string()));
-                }
-                out.copy_from_slice(data);
-                true
+        match self {
+            Compression::None if data.len() != out.len() => {
+                return Err(wrong(&data.len().to_string()))
             }
+            Compression::None => out.copy_from_slice(data),
             Compression::Zstd(_) => {
                 let n = zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, out)?;
                 if n != out.len() {
                     return Err(wrong(&n.to_string()));
                 }
-                true
             }
-            Compression::Zlib(_) => exactly(flate2::read::ZlibDecoder::new(data), out)?,
-            Compression::Gzip(_) => exactly(flate2::read::GzDecoder::new(data), out)?,
-            Compression::Bz2(_) => exactly(bzip2::read::BzDecoder::new(data), out)?,
-            Compression::Lzma(_) => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
-                    .map_err(io::Error::other)?;
-                exactly(liblzma::read::XzDecoder::new_stream(data, stream), out)?
+            _ => {
+                let mut decoder = self.decoder(data, false)?;
+                decoder.read_exact(out)?;
+                // Nothing may follow.
+                if decoder.read(&mut [0u8; 1])? != 0 {
+                    return Err(wrong("more than"));
+                }
             }
-            Compression::Xz(_) => exactly(liblzma::read::XzDecoder::new(data), out)?,
-            Compression::Lz4 => exactly(lz4_flex::frame::FrameDecoder::new(data), out)?,
-        };
-        if !exact {
-            return Err(wrong("more than"));
         }
         Ok(())
     }
@@ -271,41 +256,16 @@ impl Compression {
         // output grows as data actually comes (and stops one byte past the claim).
         let plausible = data.len().saturating_mul(PLAUSIBLE_RATIO).max(1 << 20);
         let mut out = Vec::with_capacity(raw_len.min(plausible));
-        // One byte more than expected must not fit: a longer stream is damage too.
-        let limit = raw_len as u64 + 1;
-        let read = match self {
-            Compression::None => unreachable!("returned above"),
-            Compression::Zlib(_) => flate2::read::ZlibDecoder::new(data)
+        if matches!(self, Compression::Zstd(_)) && raw_len <= plausible {
+            // One call into the output (the streaming decoder copies through a buffer).
+            zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, &mut out)?;
+        } else {
+            // One byte more than expected must not fit: a longer stream is damage too.
+            let limit = raw_len as u64 + 1;
+            self.decoder(data, false)?
                 .take(limit)
-                .read_to_end(&mut out),
-            Compression::Gzip(_) => flate2::read::GzDecoder::new(data)
-                .take(limit)
-                .read_to_end(&mut out),
-            Compression::Bz2(_) => bzip2::read::BzDecoder::new(data)
-                .take(limit)
-                .read_to_end(&mut out),
-            Compression::Lzma(_) => {
-                let stream = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
-                    .map_err(io::Error::other)?;
-                liblzma::read::XzDecoder::new_stream(data, stream)
-                    .take(limit)
-                    .read_to_end(&mut out)
-            }
-            Compression::Xz(_) => liblzma::read::XzDecoder::new(data)
-                .take(limit)
-                .read_to_end(&mut out),
-            Compression::Lz4 => lz4_flex::frame::FrameDecoder::new(data)
-                .take(limit)
-                .read_to_end(&mut out),
-            Compression::Zstd(_) if raw_len <= plausible => {
-                // One call into the output (the streaming decoder copies through a buffer).
-                zstd::bulk::Decompressor::new()?.decompress_to_buffer(data, &mut out)
-            }
-            Compression::Zstd(_) => zstd::stream::read::Decoder::with_buffer(data)?
-                .take(limit)
-                .read_to_end(&mut out),
-        };
-        read?;
+                .read_to_end(&mut out)?;
+        }
         if out.len() != raw_len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
