@@ -329,15 +329,14 @@ impl<T: bytemuck::Pod> Visitor<'_> for BytesVisitor<T> {
 /// sooner than that).
 pub(crate) mod received {
     use crate::shm::{PrivateView, SPARE_BYTES, SPARE_COUNT};
-    use std::os::fd::AsRawFd;
     use std::sync::{Arc, Mutex};
 
     /// Segments received after which an unused mapping is dropped: twice the pool's size.
     const FORGET_AFTER: u64 = 2 * SPARE_COUNT as u64;
 
     struct Entry {
-        dev: u64,
-        ino: u64,
+        /// The segment's (device, inode).
+        id: (u64, u64),
         view: Arc<PrivateView>,
         /// The segment count when it last arrived.
         used: u64,
@@ -371,21 +370,13 @@ pub(crate) mod received {
             .ok_or_else(|| format!("no segment attached at position {index}"))?;
         cache.received += 1;
         let now = cache.received;
-        // SAFETY: fstat into a zeroed struct on a descriptor we own.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(format!(
-                "cannot stat the segment at position {index}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        #[allow(clippy::unnecessary_cast)] // u64 on some targets, not on all
-        let (dev, ino) = (st.st_dev as u64, st.st_ino as u64);
-        let size = usize::try_from(st.st_size).map_err(|e| e.to_string())?;
+        let st = crate::shm::stat(&fd)
+            .map_err(|e| format!("cannot stat the segment at position {index}: {e}"))?;
+        let size = usize::try_from(st.size).map_err(|e| e.to_string())?;
         let found = cache
             .entries
             .iter_mut()
-            .find(|e| e.dev == dev && e.ino == ino && e.view.len() == size);
+            .find(|e| e.id == st.id && e.view.len() == size);
         let view = match found {
             Some(entry) => {
                 entry.used = now;
@@ -399,8 +390,7 @@ pub(crate) mod received {
                 // A segment the caller's pool cannot keep never comes back.
                 if size <= SPARE_BYTES / 2 {
                     cache.entries.push(Entry {
-                        dev,
-                        ino,
+                        id: st.id,
                         view: Arc::clone(&view),
                         used: now,
                     });

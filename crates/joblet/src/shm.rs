@@ -37,6 +37,27 @@ pub(crate) fn memfd(name: &CStr, len: usize, seal_shrink: bool) -> io::Result<Ow
     Ok(fd)
 }
 
+/// What `fstat` says of an open file.
+pub(crate) struct Stat {
+    /// (device, inode): the same for every descriptor of the same file.
+    pub(crate) id: (u64, u64),
+    pub(crate) size: u64,
+}
+
+/// The identity and size of the file open on `fd`.
+pub(crate) fn stat(fd: &impl AsRawFd) -> io::Result<Stat> {
+    // SAFETY: fstat into a zeroed struct on a valid descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // u64 on some targets, not on all
+    Ok(Stat {
+        id: (st.st_dev as u64, st.st_ino as u64),
+        size: st.st_size as u64,
+    })
+}
+
 /// How a mapping may be used.
 #[derive(Clone, Copy)]
 pub(crate) enum Access {
@@ -82,20 +103,15 @@ impl Mapping {
         len: usize,
         access: Access,
     ) -> io::Result<Self> {
-        // SAFETY: fstat into a zeroed struct on a valid descriptor.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let file_size = stat(fd)?.size;
         if !offset.is_multiple_of(page_size() as u64) {
             return Err(io::Error::other(format!(
                 "offset {offset} is not a multiple of the page size"
             )));
         }
-        if (st.st_size as u64) < offset.saturating_add(len as u64) {
+        if file_size < offset.saturating_add(len as u64) {
             return Err(io::Error::other(format!(
-                "the file holds {} bytes, not {len} from {offset}",
-                st.st_size
+                "the file holds {file_size} bytes, not {len} from {offset}"
             )));
         }
         if len == 0 {

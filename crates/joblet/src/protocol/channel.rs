@@ -238,13 +238,8 @@ impl Channel {
     /// every big message. Reading a kept mapping is sound for the same reason as reusing the
     /// outbox: a message has been read before the peer writes the next.
     fn map_peer_outbox(&mut self, fd: &OwnedFd, len: usize) -> io::Result<Arc<Mapping>> {
-        // SAFETY: fstat into a zeroed struct on a descriptor we own.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        #[allow(clippy::unnecessary_cast)] // u64 on some targets, not on all
-        let id = (st.st_dev as u64, st.st_ino as u64);
+        let st = shm::stat(fd)?;
+        let id = st.id;
         if let Some((kept, mapping)) = &self.peer_outbox {
             if *kept == id && mapping.len() >= len {
                 // Maps what the last messages did not reach; quick where they did.
@@ -253,7 +248,7 @@ impl Channel {
             }
         }
         self.peer_outbox = None;
-        let size = usize::try_from(st.st_size).unwrap_or(0);
+        let size = usize::try_from(st.size).unwrap_or(0);
         if size > KEEP_OUTBOX || size < len {
             // Not kept (or too short, which `Mapping::new` reports): this message only.
             return Ok(Arc::new(Mapping::new(fd, len, Access::ReadPopulated)?));
