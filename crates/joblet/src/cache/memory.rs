@@ -14,7 +14,7 @@ use super::store::{Store, StoreError};
 use crate::persist::{self, Compression};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -67,8 +67,17 @@ pub struct Memory {
     store: Option<Store>,
     compression: Compression,
     mapped: bool,
-    /// Functions whose recorded version was checked in this process.
-    checked: Mutex<HashSet<&'static str>>,
+    /// Per function name, once its recorded version was checked in this process: the
+    /// version's text, the function's directory and the version's digest (both the same
+    /// for every call: worked out once).
+    placed: Mutex<HashMap<&'static str, Placed>>,
+}
+
+/// Where a cached function's results go, worked out once per process.
+struct Placed {
+    version_text: &'static str,
+    function: String,
+    version: String,
 }
 
 /// Why a cached call could not be made: the store could not be read or written.
@@ -82,7 +91,7 @@ impl Memory {
             store: Some(Store::open(location.into().join("joblet"))?),
             compression: Compression::None,
             mapped: false,
-            checked: Mutex::new(HashSet::new()),
+            placed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -92,7 +101,7 @@ impl Memory {
             store: None,
             compression: Compression::None,
             mapped: false,
-            checked: Mutex::new(HashSet::new()),
+            placed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -200,16 +209,29 @@ impl Memory {
         f: &CachedFn<A, R>,
         args: &A,
     ) -> Result<(String, String), MemoryError> {
-        let (module, name) = f.name.rsplit_once("::").unwrap_or(("", f.name));
-        let function = Store::function_dir_name(module, name);
-        let version = hash(f.version).to_hex();
-        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-        if checked.insert(f.name) && store.func_code(&function)?.as_deref() != Some(&version) {
-            store.clear(Some(&function))?;
-            store.set_func_code(&function, &version)?;
-        }
-        drop(checked);
-        Ok((function, hash(&(version.as_str(), args)).to_hex()))
+        let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        let known = placed.get(f.name).filter(|p| p.version_text == f.version);
+        let place = match known {
+            Some(place) => place,
+            None => {
+                let (module, name) = f.name.rsplit_once("::").unwrap_or(("", f.name));
+                let function = Store::function_dir_name(module, name);
+                let version = hash(f.version).to_hex();
+                if store.func_code(&function)?.as_deref() != Some(&version) {
+                    store.clear(Some(&function))?;
+                    store.set_func_code(&function, &version)?;
+                }
+                let place = Placed {
+                    version_text: f.version,
+                    function,
+                    version,
+                };
+                placed.insert(f.name, place);
+                &placed[f.name]
+            }
+        };
+        let key = hash(&(place.version.as_str(), args)).to_hex();
+        Ok((place.function.clone(), key))
     }
 }
 
