@@ -124,18 +124,6 @@ class _Reader(pickle._Unpickler):  # type: ignore[name-defined,misc]
         return array
 
 
-def load(
-    path: str,
-    mmap_mode: Optional[str],
-    native: bool,
-    find_class: Callable[[str, str], Any],
-) -> Any:
-    """The value in the joblib file at ``path``; ``find_class`` decides what names the file
-    may use (the safe mode's)."""
-    with open(path, "rb") as f:
-        return load_from(f, path, mmap_mode, native, find_class)
-
-
 def load_from(
     f: BinaryIO,
     path: str,

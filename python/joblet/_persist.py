@@ -351,51 +351,53 @@ def _load_file_object(
         )
     head = fobj.read(8)
     if head != _MAGIC:
-        from . import _joblib_files
-
-        stream = io.BytesIO(head + fobj.read())
-        if not (head.startswith(b"\x80") or _joblib_files.compressor_of(head)):
-            raise ValueError(
-                f"{name}: neither a joblet container nor a file written by joblib.dump "
-                f"(it starts with {head!r})"
-            )
-        try:
-            return _joblib_files.load_from(stream, name, None, native, _find_class(name, allow_pickle))
-        except EOFError as e:
-            raise ValueError(f"{name}: the pickle stream ends early (truncated?)") from e
+        return _load_foreign(io.BytesIO(head + fobj.read()), name, None, native, allow_pickle)
     # A container: its reader needs a file to seek in.
     fd, temporary = tempfile.mkstemp(prefix="joblet-load-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(head)
             shutil.copyfileobj(fobj, f)
-        return load(temporary, None, native, allow_pickle)
+        try:
+            return load(temporary, None, native, allow_pickle)
+        except ValueError as e:
+            # Name what the caller gave, not the temporary copy.
+            raise ValueError(str(e).replace(temporary, name)) from e
     finally:
         os.remove(temporary)
 
 
 def _load_other(path: str, mmap_mode: Optional[str], native: bool, allow_pickle: bool) -> Any:
-    """A file that is not a joblet container: a truncated one, or one written by joblib."""
+    """A file that is not a readable joblet container."""
     with open(path, "rb") as f:
-        head = f.read(8)
-    if _MAGIC.startswith(head):
-        raise ValueError(
-            f"{path}: damaged at byte {len(head)}: the file ends inside a joblet "
-            "container's header (truncated?)"
-        )
+        return _load_foreign(f, path, mmap_mode, native, allow_pickle)
+
+
+def _load_foreign(
+    f: Any, name: str, mmap_mode: Optional[str], native: bool, allow_pickle: bool
+) -> Any:
+    """A stream (seekable, at its start) that is not a readable joblet container: a truncated
+    one, one written by joblib.dump (a pickle stream, protocol 2 or later, maybe compressed
+    whole), or neither. Arrays are mapped from ``name`` only with ``mmap_mode``."""
     from . import _joblib_files
 
+    start = f.tell()
+    head = f.read(8)
+    f.seek(start)
+    if _MAGIC.startswith(head):
+        raise ValueError(
+            f"{name}: damaged at byte {len(head)}: the file ends inside a joblet "
+            "container's header (truncated?)"
+        )
     if not (head.startswith(b"\x80") or _joblib_files.compressor_of(head)):
         raise ValueError(
-            f"{path}: neither a joblet container nor a file written by joblib.dump "
+            f"{name}: neither a joblet container nor a file written by joblib.dump "
             f"(it starts with {head!r})"
         )
-    # A file written by joblib.dump: a pickle stream (protocol 2 or later), maybe
-    # compressed whole.
     try:
-        return _joblib_files.load(path, mmap_mode, native, _find_class(path, allow_pickle))
+        return _joblib_files.load_from(f, name, mmap_mode, native, _find_class(name, allow_pickle))
     except EOFError as e:
-        raise ValueError(f"{path}: the pickle stream ends early (truncated?)") from e
+        raise ValueError(f"{name}: the pickle stream ends early (truncated?)") from e
 
 
 def _allocate(nbytes: int) -> Any:

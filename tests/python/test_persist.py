@@ -155,6 +155,14 @@ def test_file_objects_are_written_and_read(tmp_path):
             got = joblet.load(f)
         _assert_same(got, value)
         assert os.listdir(tmp_path) == ["f.pkl"], "no temporary file left here"
+    # A damaged container read from a file object names that file, not a temporary copy.
+    damaged = bytearray((tmp_path / "f.pkl").read_bytes()[6:])
+    damaged[70] ^= 1
+    (tmp_path / "d.pkl").write_bytes(bytes(damaged))
+    with open(tmp_path / "d.pkl", "rb") as f, pytest.raises(ValueError, match="d.pkl: damaged"):
+        joblet.load(f)
+    with pytest.raises(ValueError, match="damaged at byte 4"):
+        joblet.load(io.BytesIO(b"\x93JOB"))
     stream = io.BytesIO()
     joblib.dump(value, stream)
     stream.seek(0)
