@@ -44,6 +44,8 @@ mod remote;
 mod scheduler;
 mod shm;
 mod task;
+#[cfg(test)]
+mod test_support;
 
 pub use backend::processes::worker::{run_worker, run_worker_scoped, worker_hook};
 pub use backend::processes::WorkerExit;

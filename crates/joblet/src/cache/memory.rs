@@ -294,24 +294,11 @@ mod tests {
         (args.0 * 2, args.1.to_uppercase())
     }
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let d =
-                std::env::temp_dir().join(format!("joblet-memory-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            Dir(d)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir as Dir;
 
     #[test]
     fn hits_misses_versions_and_a_disabled_memory() {
-        let dir = Dir::new("hits");
+        let dir = Dir::new("memory-hits");
         let f = CachedFn::new("tests::counted_v1", "v1", counted);
         let memory = Memory::new(&dir.0).unwrap();
         let before = CALLS.load(Ordering::SeqCst);
@@ -353,7 +340,7 @@ mod tests {
 
     #[test]
     fn buffer_results_reload_mapped_and_damage_is_recomputed() {
-        let dir = Dir::new("mapped");
+        let dir = Dir::new("memory-mapped");
         let f = CachedFn::new("tests::ramp", "1", ramp);
         let memory = Memory::new(&dir.0).unwrap().mapped(true);
         let made = memory.call(&f, (100_000,)).unwrap();
@@ -393,7 +380,7 @@ mod tests {
 
     #[test]
     fn threads_racing_on_one_entry_all_get_the_value_and_leave_one_entry() {
-        let dir = Dir::new("race");
+        let dir = Dir::new("memory-race");
         let memory = std::sync::Arc::new(Memory::new(&dir.0).unwrap());
         let f = std::sync::Arc::new(CachedFn::new("tests::race", "1", ramp));
         let threads: Vec<_> = (0..4)
@@ -423,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_macro_names_and_versions_the_function() {
-        let dir = Dir::new("macro");
+        let dir = Dir::new("memory-macro");
         let memory = Memory::new(&dir.0).unwrap();
         assert_eq!(doubled::cached(&memory, vec![1, 2], 3).unwrap(), vec![3, 6]);
         assert!(memory

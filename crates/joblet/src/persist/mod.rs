@@ -197,29 +197,7 @@ fn load_with<T: DeserializeOwned>(path: &Path, mapped: bool) -> Result<T, Persis
 mod tests {
     use super::*;
 
-    struct Dir(PathBuf);
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let d =
-                std::env::temp_dir().join(format!("joblet-persist-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Dir(d)
-        }
-        fn entries(&self) -> Vec<String> {
-            let mut v: Vec<String> = std::fs::read_dir(&self.0)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir as Dir;
 
     fn write_sample(path: &Path, compression: Compression) -> Vec<Vec<u8>> {
         let buffers: Vec<Vec<u8>> = (0..3u8)
@@ -239,7 +217,7 @@ mod tests {
 
     #[test]
     fn sections_round_trip_aligned_with_every_compressor() {
-        let dir = Dir::new("round");
+        let dir = Dir::new("persist-round");
         for name in ["none"].into_iter().chain(COMPRESSORS) {
             let c = if name == "none" {
                 Compression::None
@@ -274,7 +252,7 @@ mod tests {
 
     #[test]
     fn damage_anywhere_is_an_error_naming_the_file_and_offset() {
-        let dir = Dir::new("damage");
+        let dir = Dir::new("persist-damage");
         let path = dir.0.join("d.joblet");
         write_sample(&path, Compression::None);
         let good = std::fs::read(&path).unwrap();
@@ -327,7 +305,7 @@ mod tests {
 
     #[test]
     fn repaired_checksums_let_changed_bytes_through_to_the_next_checks() {
-        let dir = Dir::new("repair");
+        let dir = Dir::new("persist-repair");
         let path = dir.0.join("r.joblet");
         let buffers = write_sample(&path, Compression::None);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -345,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_section_claiming_a_huge_size_is_an_error_not_an_abort() {
-        let dir = Dir::new("huge");
+        let dir = Dir::new("persist-huge");
         let path = dir.0.join("h.joblet");
         write_sample(&path, Compression::Zstd(1));
         let mut bytes = std::fs::read(&path).unwrap();
@@ -383,7 +361,7 @@ mod tests {
     #[test]
     fn buffers_are_sections_read_or_mapped_and_mapped_ones_copy_on_write() {
         use crate::Buffer;
-        let dir = Dir::new("buffers");
+        let dir = Dir::new("persist-buffers");
         let big: Buffer<f64> = (0..100_000).map(|i| i as f64 * 0.5).collect();
         let small = Buffer::from(vec![7u32; 10]);
         let value = (
@@ -426,7 +404,7 @@ mod tests {
     #[test]
     fn a_buffer_claiming_a_huge_size_is_an_error_not_an_abort() {
         use crate::Buffer;
-        let dir = Dir::new("huge-buffer");
+        let dir = Dir::new("persist-huge-buffer");
         let path = dir.0.join("h.joblet");
         let value: Buffer<u64> = (0..20_000u64).collect();
         dump(&value, &path, Compression::Lz4).unwrap();
@@ -461,7 +439,7 @@ mod tests {
 
     #[test]
     fn an_unfinished_writer_leaves_nothing_and_serde_values_round_trip() {
-        let dir = Dir::new("serde");
+        let dir = Dir::new("persist-serde");
         let path = dir.0.join("v.joblet");
         let w = Writer::create(&path, b"x", Compression::None).unwrap();
         assert_eq!(
