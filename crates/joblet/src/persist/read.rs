@@ -87,7 +87,9 @@ impl Container {
             });
         }
         if s.compression == Compression::None {
-            pread_exact(&self.file, s.offset, out).map_err(|e| PersistError::io(&self.path, e))?;
+            self.file
+                .read_exact_at(out, s.offset)
+                .map_err(|e| PersistError::io(&self.path, e))?;
             return self.check(i, out);
         }
         let stored = self.stored(i)?;
@@ -240,9 +242,4 @@ fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
     // SAFETY: the first `len` bytes were all written by the reads above.
     unsafe { bytes.set_len(len) };
     Ok(bytes)
-}
-
-/// Fills `out` from `file` at `offset`.
-fn pread_exact(file: &File, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
-    file.read_exact_at(out, offset)
 }
