@@ -192,7 +192,6 @@ impl<T: bytemuck::Pod> Serialize for Buffer<T> {
 
 impl<'de, T: bytemuck::Pod> Deserialize<'de> for Buffer<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
         match Wire::<T>::deserialize(deserializer)? {
             Wire::Inline(Values(v)) => Ok(Buffer::from(v)),
             Wire::Attached { index, len } => {
@@ -200,20 +199,22 @@ impl<'de, T: bytemuck::Pod> Deserialize<'de> for Buffer<T> {
                     loading.map(|(container, mapped)| from_container(container, mapped, index, len))
                 });
                 if let Some(buffer) = from_file {
-                    return buffer.map_err(D::Error::custom);
+                    return buffer.map_err(crate::decode::refuse);
                 }
                 let size = std::mem::size_of::<T>();
-                let view = received::view(index).map_err(D::Error::custom)?;
+                let view = received::view(index).map_err(crate::decode::refuse)?;
                 let fits = usize::try_from(len).is_ok_and(|l| l <= view.len());
                 if size == 0 || !fits || !len.is_multiple_of(size as u64) {
-                    return Err(D::Error::custom(format!(
+                    return Err(crate::decode::refuse(format!(
                         "a buffer of {len} bytes of {size}-byte values does not fit the \
                          {} bytes of its segment",
                         view.len()
                     )));
                 }
                 if !(view.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
-                    return Err(D::Error::custom("a segment not aligned for its values"));
+                    return Err(crate::decode::refuse(
+                        "a segment not aligned for its values",
+                    ));
                 }
                 Ok(Buffer {
                     data: Data::Viewed {

@@ -28,6 +28,18 @@
 //! - **batching**: `batch_size="auto"` groups tiny tasks so that their dispatch costs nothing.
 //! - **timeouts**, **progress** (callback, joblib's `verbose` lines, a progress bar), and
 //!   **nesting** (calls inside tasks run sequentially).
+//!
+//! Beside the engine, sharing its data paths: [`Buffer`] (numbers that process workers read
+//! in place, in shared memory), [`persist`] (`dump` / `load`: a checksummed container whose
+//! big `Buffer`s `load_mapped` maps from the file), [`hash`] (content hashes at memory
+//! speed) and [`Memory`] with [`cached_fn!`] (results kept on disk, keyed by their
+//! arguments' content).
+//!
+//! Cargo features (none on by default):
+//! - `progress-bar`: a terminal progress bar, `Parallel::progress_bar` (indicatif).
+//! - `ndarray`: `NdBuffer<A, D>`, an `ndarray` array whose values are a `Buffer`, so that
+//!   it persists, is cached (mapped on a hit with `Memory::mapped(true)`) and reaches
+//!   process workers as a `Buffer` does, where ndarray's own serde goes value by value.
 
 mod backend;
 mod buffer;
@@ -35,7 +47,10 @@ mod cache;
 mod config;
 mod context;
 mod cpu;
+mod decode;
 mod error;
+#[cfg(feature = "ndarray")]
+mod ndbuffer;
 mod parallel;
 pub mod persist;
 mod progress;
@@ -59,6 +74,8 @@ pub use config::{BatchSize, PreDispatch};
 pub use context::{is_cancelled, nesting_depth};
 pub use cpu::cpu_count;
 pub use error::{ConfigError, Error, Failure};
+#[cfg(feature = "ndarray")]
+pub use ndbuffer::{NdBuffer, NdShapeError};
 pub use parallel::Parallel;
 pub use progress::{Event, Progress};
 pub use remote::Remote;

@@ -51,8 +51,8 @@ where
         Some(WireJob {
             function: self.name,
             args: Box::new(EncodeArgs(self.args)),
-            decode_value: |bytes| postcard::from_bytes(bytes).map_err(|e| e.to_string()),
-            decode_error: |bytes| postcard::from_bytes(bytes).map_err(|e| e.to_string()),
+            decode_value: |bytes| crate::decode::from_bytes(bytes),
+            decode_error: |bytes| crate::decode::from_bytes(bytes),
         })
     }
 }
@@ -143,7 +143,7 @@ where
     T: Serialize,
     E: Serialize,
 {
-    let args: A = match postcard::from_bytes(args) {
+    let args: A = match crate::decode::from_bytes(args) {
         Ok(a) => a,
         Err(e) => return Called::Broken(format!("cannot decode the arguments: {e}")),
     };

@@ -30,3 +30,17 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The file that `address` is mapped from in this process, if any (from /proc/self/maps):
+/// how tests tell a mapped value from one read into memory.
+pub(crate) fn mapped_file(address: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().find_map(|line| {
+        // "start-end perms offset dev inode path"; the path may hold spaces.
+        let mut fields = line.splitn(6, ' ');
+        let (a, b) = fields.next()?.split_once('-')?;
+        let range = usize::from_str_radix(a, 16).ok()?..usize::from_str_radix(b, 16).ok()?;
+        let path = fields.nth(4)?.trim_start();
+        (range.contains(&address) && path.starts_with('/')).then(|| path.to_string())
+    })
+}

@@ -274,6 +274,11 @@ fn scenarios() -> Vec<Scenario> {
             calls_in_workers_run_sequentially,
         ),
     ]);
+    #[cfg(feature = "ndarray")]
+    all.push(test(
+        "results::ndbuffer_arguments_and_results_cross_the_process_boundary",
+        ndbuffers::ndbuffer_arguments_and_results_cross_the_process_boundary,
+    ));
     all.extend(behaviour::scenarios());
     all
 }
@@ -2370,6 +2375,105 @@ fn codec_errors_are_transport_errors() {
             }
             let (got, message) = seen(p.try_run((0..10).map(double::task)));
             assert_eq!(got, doubled(10), "after {refuse:?}: {message}");
+        }
+    }
+}
+
+/// `NdBuffer`s (feature `ndarray`) travel as their `Buffer`s do.
+#[cfg(feature = "ndarray")]
+mod ndbuffers {
+    use super::processes;
+    use joblet::NdBuffer;
+    use ndarray::{Array2, Axis, Ix2, Ix3, ShapeBuilder};
+
+    /// Whether `address` lies in a shared segment mapped from the caller (the memfds of
+    /// `shm::Spare` are named `joblet-segment`).
+    fn in_a_segment(address: usize) -> bool {
+        let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+        maps.lines()
+            .filter(|l| l.contains("joblet-segment"))
+            .any(|l| {
+                let range = l.split_whitespace().next().expect("a range");
+                let (a, b) = range.split_once('-').expect("start-end");
+                let (a, b) = (
+                    usize::from_str_radix(a, 16).expect("hex"),
+                    usize::from_str_radix(b, 16).expect("hex"),
+                );
+                (a..b).contains(&address)
+            })
+    }
+
+    joblet::remote_fn! {
+        /// Whether the argument was read in place from the caller's shared memory, its sum,
+        /// whether a write to it took (a copy: the caller's stays as it was), and the
+        /// argument stacked over its double, a 3-d array.
+        fn ndbuffer_stacked(x: NdBuffer<f64, Ix2>) -> (bool, f64, bool, NdBuffer<f64, Ix3>) {
+            let in_place = in_a_segment(x.view().as_ptr() as usize);
+            let sum = x.view().sum();
+            let doubled = x.view().mapv(|v| v * 2.0);
+            let stacked = ndarray::stack(Axis(0), &[x.view(), doubled.view()])
+                .expect("equal shapes");
+            let mut x = x;
+            let wrote = match x.view_mut().first_mut() {
+                Some(first) => {
+                    *first = -1.0;
+                    x.view().first() == Some(&-1.0)
+                }
+                None => false,
+            };
+            (in_place, sum, wrote, NdBuffer::from(stacked))
+        }
+    }
+
+    /// Arrays above and below `max_nbytes` (1 MiB), in row- and column-major order, empty:
+    /// a big argument is read in place in the worker, a small one travels in the frame; the
+    /// results (built in the worker, of another dimension) come back whole, and the
+    /// caller's arrays never change.
+    pub(super) fn ndbuffer_arguments_and_results_cross_the_process_boundary() {
+        let grid = |rows: usize, cols: usize, k: usize| {
+            Array2::from_shape_fn((rows, cols), |(i, j)| (k * 7 + i * cols + j) as f64)
+        };
+        let f_order = {
+            let g = grid(400, 350, 9);
+            Array2::from_shape_vec((400, 350).f(), g.t().iter().copied().collect())
+                .expect("a column-major array")
+        };
+        assert!(!f_order.is_standard_layout());
+        let arrays: Vec<Array2<f64>> = vec![
+            grid(400, 350, 0), // 1.1 MB: above the threshold
+            grid(3, 4, 1),
+            grid(400, 350, 2),
+            Array2::zeros((0, 5)),
+            f_order,
+            grid(1, 1, 5),
+        ];
+        let args: Vec<NdBuffer<f64, Ix2>> = arrays.iter().cloned().map(NdBuffer::from).collect();
+        let got = processes(2)
+            .batch_size(1)
+            .try_run(args.iter().cloned().map(ndbuffer_stacked::task))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (k, ((in_place, sum, wrote, stacked), a)) in got.into_iter().zip(&arrays).enumerate() {
+            let big = a.len() * 8 >= 1 << 20;
+            assert_eq!(
+                in_place, big,
+                "argument {k}: read in place exactly when big"
+            );
+            assert_eq!(sum, a.sum(), "argument {k}");
+            assert_eq!(wrote, !a.is_empty(), "argument {k}");
+            assert_eq!(stacked.shape(), &[2, a.nrows(), a.ncols()], "result {k}");
+            assert_eq!(
+                stacked.view().index_axis(Axis(0), 0),
+                a.view(),
+                "result {k}"
+            );
+            assert_eq!(
+                stacked.view().index_axis(Axis(0), 1),
+                a.mapv(|v| v * 2.0).view(),
+                "result {k}"
+            );
+        }
+        for (k, (arg, a)) in args.iter().zip(&arrays).enumerate() {
+            assert_eq!(arg.view(), a.view(), "the caller's argument {k} changed");
         }
     }
 }

@@ -346,18 +346,8 @@ mod tests {
         let made = memory.call(&f, (100_000,)).unwrap();
         let loaded = memory.call(&f, (100_000,)).unwrap();
         assert!(loaded == made);
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let address = loaded.as_ptr() as usize;
-        let in_a_stored_file = maps.lines().filter(|l| l.ends_with(OUTPUT)).any(|l| {
-            let (a, b) = l
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .split_once('-')
-                .unwrap();
-            (usize::from_str_radix(a, 16).unwrap()..usize::from_str_radix(b, 16).unwrap())
-                .contains(&address)
-        });
+        let in_a_stored_file = crate::test_support::mapped_file(loaded.as_ptr() as usize)
+            .is_some_and(|file| file.ends_with(OUTPUT));
         assert!(
             in_a_stored_file,
             "the loaded buffer is a map of the stored file"

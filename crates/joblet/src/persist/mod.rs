@@ -183,7 +183,7 @@ pub fn load_mapped<T: DeserializeOwned>(path: &Path) -> Result<T, PersistError> 
 fn load_with<T: DeserializeOwned>(path: &Path, mapped: bool) -> Result<T, PersistError> {
     let container = Container::open(path)?;
     let bytes = container.objects()?;
-    values::loading(&container, mapped, || postcard::from_bytes(&bytes)).map_err(|e| {
+    values::loading(&container, mapped, || crate::decode::from_bytes(&bytes)).map_err(|e| {
         PersistError::Invalid {
             what: format!(
                 "{}: the object stream does not decode as the type asked for: {e}",
@@ -341,21 +341,9 @@ mod tests {
         assert!(err.contains("h.joblet"), "{err}");
     }
 
-    /// Whether `address` lies in a mapping of `path` (from /proc/self/maps).
+    /// Whether `address` lies in a mapping of `path`.
     fn mapped_from(address: usize, path: &Path) -> bool {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let name = path.to_string_lossy();
-        maps.lines()
-            .filter(|l| l.ends_with(name.as_ref()))
-            .any(|l| {
-                let range = l.split_whitespace().next().unwrap();
-                let (a, b) = range.split_once('-').unwrap();
-                let (a, b) = (
-                    usize::from_str_radix(a, 16).unwrap(),
-                    usize::from_str_radix(b, 16).unwrap(),
-                );
-                (a..b).contains(&address)
-            })
+        crate::test_support::mapped_file(address).as_deref() == path.to_str()
     }
 
     #[test]
