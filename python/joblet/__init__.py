@@ -15,6 +15,7 @@ from ._config import (
 from ._errors import RemoteTraceback, TerminatedWorkerError, WorkerTaskError
 from ._hashing import hash
 from ._memory import MemorizedResult, Memory, expires_after
+from ._store_backends import StoreBackendBase, register_store_backend
 from ._parallel import Parallel, delayed
 from ._compressors import CompressorWrapper, register_compressor
 from ._persist import dump, load
@@ -41,6 +42,7 @@ __all__ = [
     "Parallel",
     "ParallelBackendBase",
     "RemoteTraceback",
+    "StoreBackendBase",
     "TerminatedWorkerError",
     "WorkerTaskError",
     "cpu_count",
@@ -54,4 +56,5 @@ __all__ = [
     "parallel_config",
     "register_compressor",
     "register_parallel_backend",
+    "register_store_backend",
 ]

@@ -9,6 +9,11 @@ computing the same call one entry is kept. ``<hash>`` is ``joblet.hash`` of the 
 identity and its arguments bound to its signature (defaults filled in, ``ignore`` left out).
 Each function directory records the source its entries were computed with
 (``func_code.py``): a different source clears them.
+
+A ``backend`` other than ``"local"`` (a class given to ``register_store_backend``), or a
+store-backend instance as ``location``, replaces that store: every operation then goes
+through the backend's joblib-style methods (``_store_backends.py``), and ``_backend`` holds
+it (None for the engine's store, whose path stays as it was: it is the one benchmarked).
 """
 
 from __future__ import annotations
@@ -27,15 +32,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import _core
 from ._hashing import hash as _hash
 from ._persist import dump, load
+from ._store_backends import accepted_keywords, parse_size, print_loading, store_backend_for
+from ._store_backends import format_time as _format_time
+from ._store_backends import register_store_backend as register_store_backend  # joblib.memory's
 
 _OUTPUT = "output.pkl"
 _METADATA = "metadata.json"
 _FIRST_LINE = "# first line:"
 _MMAP_MODES = (None, "r+", "r", "w+", "c")
-
-
-def _format_time(t: float) -> str:
-    return "%.1fs, %.1fmin" % (t, t / 60.0)
 
 
 def _format_arg(arg: Any) -> str:
@@ -252,6 +256,22 @@ def _open_store(location: Any) -> "_core.Store":
     return _core.Store(os.fspath(location))
 
 
+def _user_store(location: Any, backend: Any, verbose: int, options: Dict[str, Any]) -> Any:
+    """The user's store backend at ``location`` (an instance, or one of the class
+    registered as ``backend``), or None: no location, or the engine's store."""
+    if location is None or isinstance(location, _core.Store):
+        return None
+    return store_backend_for(location, backend, verbose, options)
+
+
+def _keywords(method: Any, **values: Any) -> Dict[str, Any]:
+    """Those of ``values`` that a backend's method takes (joblet's mixin takes
+    ``mmap_mode`` and ``compress``; a backend written for joblib reads them from the
+    attributes its ``configure`` set)."""
+    accepted = accepted_keywords(method)
+    return {k: v for k, v in values.items() if k in accepted}
+
+
 class _Logged:
     """joblib's ``Logger.warn``: a warning on the ``logging`` module, prefixed by the
     object's repr."""
@@ -264,10 +284,12 @@ class _Logged:
 
 
 class _OnStore:
-    """The store at ``_location``, opened on first use (and again after unpickling)."""
+    """The store at ``_location``, opened on first use (and again after unpickling); or
+    the user's store backend ``_backend``."""
 
-    _location: str
+    _location: Any
     _store_obj: Optional["_core.Store"]
+    _backend: Any = None
 
     @property
     def _store(self) -> "_core.Store":
@@ -276,8 +298,9 @@ class _OnStore:
         return self._store_obj
 
     @property
-    def store_backend(self) -> "_core.Store":
-        return self._store
+    def store_backend(self) -> Any:
+        """The engine's store, or the user's store backend."""
+        return self._store if self._backend is None else self._backend
 
 
 class MemorizedResult(_OnStore, _Logged):
@@ -294,16 +317,23 @@ class MemorizedResult(_OnStore, _Logged):
         timestamp: Optional[float] = None,
         metadata: Optional[dict] = None,
     ) -> None:
-        store = _open_store(location)
-        self._location = os.fspath(store.location)
-        self._store_obj: Optional[_core.Store] = store
+        self._backend = _user_store(location, backend, verbose, {"mmap_mode": mmap_mode})
         self._call_id = tuple(call_id)
         self.backend = backend
         self.mmap_mode = mmap_mode
         self.verbose = verbose
         self.timestamp = timestamp
-        if metadata is None:
-            metadata = _read_metadata(store, *self._call_id)
+        self._store_obj: Optional[_core.Store] = None
+        if self._backend is not None:
+            self._location = self._backend.location
+            if metadata is None:
+                metadata = self._backend.get_metadata(self._call_id)
+        else:
+            store = _open_store(location)
+            self._location = os.fspath(store.location)
+            self._store_obj = store
+            if metadata is None:
+                metadata = _read_metadata(store, *self._call_id)
         self.metadata = metadata
         self.duration = metadata.get("duration", None)
 
@@ -322,6 +352,21 @@ class MemorizedResult(_OnStore, _Logged):
 
     def get(self) -> Any:
         """The cached value; KeyError if it was cleared or is damaged."""
+        if self._backend is not None:
+            load_item = self._backend.load_item
+            try:
+                return load_item(
+                    self._call_id,
+                    verbose=self.verbose,
+                    timestamp=self.timestamp,
+                    metadata=self.metadata,
+                    **_keywords(load_item, mmap_mode=self.mmap_mode),
+                )
+            except ValueError as e:
+                raise KeyError(
+                    "Error while trying to load a MemorizedResult's value: the item is "
+                    "damaged: %s" % (self._backend.get_item_info(self._call_id)["location"],)
+                ) from e
         func_id, args_id = self._call_id
         path = os.path.join(self._store.entry_path(func_id, args_id), _OUTPUT)
         if self.verbose > 1:
@@ -340,7 +385,10 @@ class MemorizedResult(_OnStore, _Logged):
 
     def clear(self) -> None:
         """Deletes the cached value."""
-        self._store.remove(*self._call_id)
+        if self._backend is not None:
+            self._backend.clear_item(self._call_id)
+        else:
+            self._store.remove(*self._call_id)
 
     def __repr__(self) -> str:
         return '%s(location="%s", func="%s", args_id="%s")' % (
@@ -439,9 +487,16 @@ class MemorizedFunc(_OnStore, _Logged):
         timestamp: Optional[float] = None,
         cache_validation_callback: Optional[Callable[[dict], bool]] = None,
     ) -> None:
-        store = _open_store(location)
-        self._location = os.fspath(store.location)
-        self._store_obj: Optional[_core.Store] = store
+        self._backend = _user_store(
+            location, backend, verbose, {"compress": compress, "mmap_mode": mmap_mode}
+        )
+        self._store_obj: Optional[_core.Store] = None
+        if self._backend is not None:
+            self._location = self._backend.location
+        else:
+            store = _open_store(location)
+            self._location = os.fspath(store.location)
+            self._store_obj = store
         self.func = func
         self.backend = backend
         self.ignore = list(ignore) if ignore is not None else []
@@ -461,7 +516,9 @@ class MemorizedFunc(_OnStore, _Logged):
         except Exception:
             pass  # objects such as ufuncs
         self.__doc__ = "Memoized version of %s" % (getattr(func, "__doc__", None),)
-
+        if self._backend is not None:
+            # The function's location, as joblib creates it (a backend may expect it).
+            self._backend.store_cached_func_code([self.func_id])
 
     def _func_code_info(self) -> Tuple[str, Optional[str], int]:
         """``(code, source file, first line)`` of the function, read again when its
@@ -521,13 +578,13 @@ class MemorizedFunc(_OnStore, _Logged):
             # the key holds the code, so entries of other code are never used anyway.
             return True
         code, source_file, first_line = info
-        stored = self._store.func_code(self.func_id)
+        stored = self._stored_func_code()
         if stored is not None and _split_first_line(stored)[0] == code:
             self._remember_checked(info)
             return True
         self._checked_code = None
         if stored is None:
-            self._store.set_func_code(self.func_id, _with_first_line(code, first_line))
+            self._record_func_code(_with_first_line(code, first_line))
             self._remember_checked(info)
             return False
         old_code, old_first_line = _split_first_line(stored)
@@ -565,6 +622,32 @@ class MemorizedFunc(_OnStore, _Logged):
         self._remember_checked(info)
         return False
 
+    def _stored_func_code(self) -> Optional[str]:
+        """The source recorded in the function's directory, or None."""
+        if self._backend is None:
+            return self._store.func_code(self.func_id)
+        try:
+            return self._backend.get_cached_func_code([self.func_id])
+        except OSError:
+            return None
+
+    def _record_func_code(self, text: str) -> None:
+        if self._backend is None:
+            self._store.set_func_code(self.func_id, text)
+        else:
+            self._backend.store_cached_func_code([self.func_id], text)
+
+    def _metadata(self, call_id: Tuple[str, str]) -> dict:
+        if self._backend is None:
+            return _read_metadata(self._store, *call_id)
+        return self._backend.get_metadata(call_id)
+
+    def _remove(self, call_id: Tuple[str, str]) -> None:
+        if self._backend is None:
+            self._store.remove(*call_id)
+        else:
+            self._backend.clear_item(call_id)
+
     def _remember_checked(self, info: Tuple[str, Optional[str], int]) -> None:
         """Skips later checks of this source, except for lambdas and nameless callables,
         checked every time (as joblib does: they collide too easily)."""
@@ -576,13 +659,15 @@ class MemorizedFunc(_OnStore, _Logged):
         its access recorded."""
         if not self._check_previous_func_code():
             return None if hit else False
-        path = self._store.hit(*call_id) if hit else self._store.contains(*call_id)
+        if self._backend is None:
+            path = self._store.hit(*call_id) if hit else self._store.contains(*call_id)
+        else:
+            path = bool(self._backend.contains_item(call_id))
         if not path:
             return None if hit else False
         if self.cache_validation_callback is not None:
-            metadata = _read_metadata(self._store, *call_id)
-            if not self.cache_validation_callback(metadata):
-                self._store.remove(*call_id)
+            if not self.cache_validation_callback(self._metadata(call_id)):
+                self._remove(call_id)
                 return None if hit else False
         return path
 
@@ -611,6 +696,10 @@ class MemorizedFunc(_OnStore, _Logged):
         call_id = (self.func_id, args_id)
         if self._verbose >= 20:
             logging.basicConfig(level=logging.INFO)  # as joblib: these are info lines
+            if self._backend is None:
+                location = os.path.dirname(os.path.dirname(self._store.entry_path(*call_id)))
+            else:
+                location = self._backend.get_cached_func_info([self.func_id])["location"]
             self.info(
                 "Querying %s with signature\n%s.\n\n(argument hash %s)\n\n"
                 "The store location is %s."
@@ -618,7 +707,7 @@ class MemorizedFunc(_OnStore, _Logged):
                     _short_name(self.func),
                     _signature_text(self.func, args, kwargs),
                     args_id,
-                    os.path.dirname(os.path.dirname(self._store.entry_path(*call_id))),
+                    location,
                 )
             )
         entry = self._is_in_cache_and_valid(call_id, hit=True)
@@ -635,7 +724,7 @@ class MemorizedFunc(_OnStore, _Logged):
                     % (_signature_text(self.func, args, kwargs), type(e).__name__, e),
                     stacklevel=3,
                 )
-                self._store.remove(*call_id)
+                self._remove(call_id)
             else:
                 if self._verbose > 4:
                     self._print_duration(time.time() - start, context="cache loaded ")
@@ -715,6 +804,12 @@ class MemorizedFunc(_OnStore, _Logged):
                 stacklevel=5,
             )
 
+        if self._backend is not None:
+            try:
+                return self._persist_to_backend(call_id, output, args, kwargs, start)
+            except Exception as e:
+                not_stored(e)
+                return None
         try:
             tmp = self._store.begin(*call_id)
         except OSError as e:
@@ -760,34 +855,66 @@ class MemorizedFunc(_OnStore, _Logged):
                 except OSError:
                     pass  # the store's directory went away: so did the temporary
 
+    def _persist_to_backend(
+        self, call_id: Tuple[str, str], output: Any, args: tuple, kwargs: dict, start: float
+    ) -> Optional[dict]:
+        """``_persist`` on a user's store backend, as joblib drives one: ``dump_item``
+        (which warns and answers False when the output cannot be stored), then
+        ``store_metadata``. The item replaces any stored one (``_move_item``)."""
+        backend = self._backend
+        if self._stored_func_code() is None:
+            self._record_func_code(self._func_code())
+        dump_item = backend.dump_item
+        stored = dump_item(
+            call_id, output, verbose=self._verbose, **_keywords(dump_item, compress=self.compress)
+        )
+        if stored is False:
+            return None
+        now = time.time()
+        try:
+            arguments = self._arguments(args, kwargs)
+        except ValueError:
+            arguments = {}
+        metadata = {
+            "duration": now - start,
+            "input_args": {k: repr(v) for k, v in arguments.items()},
+            "time": now,
+        }
+        backend.store_metadata(call_id, metadata)
+        return metadata
+
     def _load(
         self, call_id: Tuple[str, str], metadata: Optional[dict] = None, entry: Any = None
     ) -> Any:
         """The entry's output; ``entry``: its directory, found (and its access recorded)
         by the caller."""
+        if self._backend is not None:
+            if metadata is None and self._verbose > 1:
+                metadata = self._metadata(call_id)  # the arguments, for the message
+            load_item = self._backend.load_item
+            return load_item(
+                call_id,
+                verbose=self._verbose,
+                timestamp=self.timestamp,
+                metadata=metadata,
+                **_keywords(load_item, mmap_mode=self.mmap_mode),
+            )
         if entry is None:
             entry = self._store.hit(*call_id)
             if entry is None:
                 raise KeyError("Non-existing item (may have been cleared): %s" % (call_id,))
         path = os.path.join(entry, _OUTPUT)
         if self._verbose > 1:
-            stamp = "{: <16}".format(_format_time(time.time() - self.timestamp))
-            signature = _short_name(self.func)
             if metadata is None:
                 metadata = _read_metadata(self._store, *call_id)
-            if "input_args" in metadata:
-                signature += "(%s)" % ", ".join(
-                    "%s=%s" % kv for kv in metadata["input_args"].items()
-                )
-            msg = "[Memory]%s: Loading %s" % (stamp, signature)
-            print(msg + "..." if self._verbose < 10 else "%s from %s" % (msg, path))
+            print_loading(_short_name(self.func), path, self._verbose, self.timestamp, metadata)
         return load(path, mmap_mode=self.mmap_mode)
 
     def _memorized_result(
         self, call_id: Tuple[str, str], metadata: Optional[dict] = None
     ) -> MemorizedResult:
         return MemorizedResult(
-            self._store,
+            self.store_backend,
             call_id,
             backend=self.backend,
             mmap_mode=self.mmap_mode,
@@ -804,8 +931,11 @@ class MemorizedFunc(_OnStore, _Logged):
         """Deletes this function's entries."""
         if self._verbose > 0 and warn:
             self.warn("Clearing function cache identified by %s" % self.func_id)
-        self._store.clear(self.func_id)
-        self._store.set_func_code(self.func_id, self._func_code())
+        if self._backend is None:
+            self._store.clear(self.func_id)
+        else:
+            self._backend.clear_path([self.func_id])
+        self._record_func_code(self._func_code())
 
     def __getstate__(self) -> dict:
         self._func_code_info()  # read the source here: a worker process may not find it
@@ -862,14 +992,7 @@ def _bytes_limit(limit: Any) -> Optional[int]:
     if limit is None:
         return None
     if isinstance(limit, str):
-        units = {"K": 1024, "M": 1024**2, "G": 1024**3}
-        try:
-            return int(units[limit[-1]] * float(limit[:-1]))
-        except (KeyError, ValueError, IndexError):
-            raise ValueError(
-                "Invalid literal for size given: %r; expected something like "
-                "'10G', '500M', '50K'" % (limit,)
-            ) from None
+        return parse_size(limit)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError("bytes_limit must be a non-negative int or a str, not %r" % (limit,))
     return limit
@@ -893,7 +1016,12 @@ def _write_gitignore(directory: str) -> None:
 class Memory(_Logged):
     """joblib's ``Memory``: ``cache`` wraps a function so that its results are stored
     under ``location`` and read back for the same arguments. ``location=None``: no cache
-    (functions are called as they are)."""
+    (functions are called as they are). ``backend``: ``"local"`` (the engine's store) or
+    a name given to ``register_store_backend``, whose class is configured with
+    ``<location>/joblet`` and ``backend_options`` (with ``compress`` and ``mmap_mode``);
+    ``location`` may also be a store-backend instance, used as it is."""
+
+    _backend: Any = None
 
     def __init__(
         self,
@@ -904,11 +1032,6 @@ class Memory(_Logged):
         verbose: int = 1,
         backend_options: Optional[dict] = None,
     ) -> None:
-        if backend != "local":
-            raise TypeError(
-                "Unknown location %r or backend %r: joblet's Memory has the 'local' "
-                "backend only" % (location, backend)
-            )
         if mmap_mode not in _MMAP_MODES:
             raise ValueError(
                 "mmap_mode must be one of %s, not %r" % (list(_MMAP_MODES), mmap_mode)
@@ -923,18 +1046,28 @@ class Memory(_Logged):
             warnings.warn("Compressed results cannot be memmapped", stacklevel=2)
         self.location = location
         self._store_obj: Optional[_core.Store] = None
-        if location is None:
-            self._root: Optional[str] = None
-        elif isinstance(location, _core.Store):
+        self._root: Optional[str] = None
+        # A path gets the subdirectory "joblet", whichever backend stores there.
+        is_path = isinstance(location, (str, os.PathLike))
+        self._backend = _user_store(
+            os.path.join(os.fspath(location), "joblet") if is_path else location,
+            backend,
+            verbose,
+            {"compress": compress, "mmap_mode": mmap_mode, **self.backend_options},
+        )
+        if self._backend is None and isinstance(location, _core.Store):
             self._store_obj = location
             self._root = os.fspath(location.location)
-        else:
+        elif self._backend is None and location is not None:
             self._root = os.path.join(os.fspath(location), "joblet")
             self._store_obj = _core.Store(self._root)
             _write_gitignore(os.fspath(location))
 
     @property
-    def store_backend(self) -> Optional["_core.Store"]:
+    def store_backend(self) -> Any:
+        """The engine's store (``"local"``), the user's store backend, or None."""
+        if self._backend is not None:
+            return self._backend
         if self._root is not None and self._store_obj is None:
             self._store_obj = _core.Store(self._root)
         return self._store_obj
@@ -1020,6 +1153,9 @@ class Memory(_Logged):
             age = age_limit.total_seconds()
             if age < 0:
                 raise ValueError("age_limit has to be a positive timedelta")
+        if self._backend is not None:
+            self._backend.enforce_store_limits(nbytes, items_limit, age_limit)
+            return
         removed = store.reduce_size(nbytes, items_limit, age)
         if self._verbose > 10:
             for entry in removed:
@@ -1032,7 +1168,8 @@ class Memory(_Logged):
         return self.cache(func)(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return "%s(location=%s)" % (type(self).__name__, self._root)
+        where = self._root if self._backend is None else self._backend.location
+        return "%s(location=%s)" % (type(self).__name__, where)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
