@@ -16,7 +16,8 @@ fi
 PY="$PWD/.venv/bin/python"
 # Installed once per venv; pip says nothing when they are already there.
 "$PY" -m pip install -q --disable-pip-version-check \
-    "maturin>=1.5,<2" "cloudpickle>=2.2" numpy pytest pytest-timeout "joblib==1.6.0"
+    "maturin>=1.5,<2" "cloudpickle>=2.2" numpy pytest pytest-timeout "joblib==1.6.0" \
+    "distributed>=2024.1"
 # maturin develop reuses cargo's target/ between runs: a rebuild after a change is incremental.
 VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --release --quiet \
     --manifest-path crates/joblet-py/Cargo.toml >/dev/null

@@ -59,6 +59,9 @@ class ParallelBackendBase:
     supports_retrieve_callback = False
     uses_threads = False
     supports_sharedmem = False
+    #: Whether a call that gets one worker runs its tasks in the caller instead (joblib's
+    #: rule). A backend whose single worker is elsewhere (a cluster) says False.
+    one_worker_runs_here = True
 
     #: The thread-count variables of BLAS/OpenMP libraries, for ``_prepare_worker_env``.
     MAX_NUM_THREADS_VARS = [
@@ -380,11 +383,20 @@ def _in_worker_thread() -> bool:
     return _core.nesting_depth() > 0 and threading.current_thread() is not threading.main_thread()
 
 
+def _dask_backend(**params: Any) -> ParallelBackendBase:
+    """``backend="dask"``: imported on first use, since ``dask.distributed`` is optional
+    (its absence raises an ImportError that says what to install)."""
+    from ._dask import DaskDistributedBackend
+
+    return DaskDistributedBackend(**params)
+
+
 BACKENDS: dict[str, Any] = {
     "loky": LokyBackend,
     "multiprocessing": MultiprocessingBackend,
     "threading": ThreadingBackend,
     "sequential": SequentialBackend,
+    "dask": _dask_backend,
 }
 DEFAULT_BACKEND = "loky"
 DEFAULT_THREAD_BACKEND = "threading"

@@ -61,11 +61,6 @@ def _backend_instance(backend: Any, nesting_level: Optional[int], **params: Any)
     if isinstance(backend, str):
         factory = BACKENDS.get(backend) or _registered_with_joblib(backend)
         if factory is None:
-            if backend == "dask":
-                raise ValueError(
-                    "joblet's dask backend is not available: Please install dask and "
-                    "distributed to use backend='dask'"
-                )
             raise ValueError(f"Invalid backend: {backend}, expected one of {sorted(BACKENDS)}")
         instance = factory(**params) if params else factory()
     elif hasattr(backend, "Pool") and hasattr(backend, "Lock"):

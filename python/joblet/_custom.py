@@ -150,7 +150,7 @@ def run(parallel: "Parallel", iterable: Iterable[Any]) -> Union[None, list, "Cal
     else:
         n_jobs = configure(parallel, stacklevel=4)
     backend = parallel._backend
-    if runs_on_engine(backend) or n_jobs == 1:
+    if runs_on_engine(backend) or (n_jobs == 1 and getattr(backend, "one_worker_runs_here", True)):
         return None
     if not n_jobs or n_jobs < 1:
         raise RuntimeError(f"{type(backend).__name__} has no active worker.")

@@ -345,3 +345,60 @@ def fork_and_read_later(a, ready_path, go_path):
         finally:
             os._exit(0)
     return pid
+
+
+# Dask --------------------------------------------------------------------------------------
+
+# How many times a CountedPayload was pickled in this process (the test's process: the
+# count of times it was sent to the cluster).
+PICKLED = {"count": 0}
+
+
+class CountedPayload:
+    """A big object that counts how often it is pickled in the process that made it, and
+    tells Dask its size (Dask's ``sizeof`` asks ``__sizeof__``)."""
+
+    def __init__(self, nbytes):
+        self.data = bytes(nbytes)
+        self.origin = os.getpid()
+
+    def __sizeof__(self):
+        return len(self.data)
+
+    def __reduce__(self):
+        if os.getpid() == self.origin:
+            PICKLED["count"] += 1
+        return (_rebuild_payload, (self.data, self.origin))
+
+
+def _rebuild_payload(data, origin):
+    payload = CountedPayload.__new__(CountedPayload)
+    payload.data, payload.origin = data, origin
+    return payload
+
+
+def payload_length(payload, i, *, extra=None):
+    return len(payload.data) + i + (len(extra.data) if extra is not None else 0)
+
+
+def nested_dask_sum(n):
+    """A task that runs its own Parallel call (on the Dask backend it inherits), of one-task
+    batches, so that it needs worker threads while it holds one."""
+    import joblet
+
+    return sum(joblet.Parallel(n_jobs=-1, batch_size=1)(joblet.delayed(square)(j) for j in range(n)))
+
+
+def kill_worker_once(marker):
+    """Kills its own worker process the first time it runs (``marker`` does not exist yet),
+    succeeds when run again."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return "survived"
+    os.close(fd)
+    os._exit(17)
+
+
+def kill_worker(_):
+    os._exit(17)

@@ -19,14 +19,22 @@ import joblet_test_helpers as h
 
 pytestmark = pytest.mark.timeout(60)
 
-BACKENDS = ["loky", "multiprocessing", "threading", "sequential"]
+# dask-threads and dask-processes: backend="dask" on a local cluster of two one-thread
+# workers, in this process or in two worker processes (conftest.py).
+BACKENDS = ["loky", "multiprocessing", "threading", "sequential", "dask-threads", "dask-processes"]
 N_JOBS = [1, 2, -1]
 PROCESS_BACKENDS = {"loky", "multiprocessing"}
+DASK_THREADS = 2  # the clusters' worker threads, which a dask call uses whatever its n_jobs
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    return request.param
+    if request.param.startswith("dask-"):
+        client = request.getfixturevalue(f"dask_{request.param[5:]}_client")
+        with client.as_current():
+            yield "dask"
+    else:
+        yield request.param
 
 
 @pytest.fixture(params=N_JOBS, ids=lambda n: f"n_jobs={n}")
@@ -37,6 +45,8 @@ def n_jobs(request):
 def effective(backend, n_jobs):
     if backend == "sequential":
         return 1
+    if backend == "dask":
+        return DASK_THREADS
     return joblet.cpu_count() if n_jobs == -1 else n_jobs
 
 
@@ -180,7 +190,8 @@ def test_calls_after_an_exception_still_work(backend, n_jobs):
 
 @pytest.mark.parametrize("return_as", ["generator", "generator_unordered"])
 def test_generator_consumes_input_lazily(backend, n_jobs, return_as):
-    total = 1000
+    # (Dask takes milliseconds per one-task batch: fewer tasks make the same point.)
+    total = 200 if backend == "dask" else 1000
     pulled = [0]
     lock = threading.Lock()
 

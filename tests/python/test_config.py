@@ -217,11 +217,6 @@ def test_a_multiprocessing_context_as_backend_runs_on_worker_processes():
     assert os.getpid() not in pids
 
 
-def test_dask_without_dask_says_to_install_it():
-    with pytest.raises(ValueError, match="Please install dask"):
-        parallel_config("dask")
-
-
 @pytest.mark.parametrize("backend", ["loky", "threading"])
 def test_active_backend_inside_tasks_is_the_nested_one(backend):
     from joblet._config import get_active_backend
