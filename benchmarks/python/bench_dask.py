@@ -87,7 +87,7 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
     print(
         f"# joblet dask bench, {time.strftime('%Y-%m-%d %H:%M:%S')} UTC, commit {commit}"
         + (" (uncommitted changes)" if dirty.strip() else "")

@@ -383,21 +383,25 @@ def _in_worker_thread() -> bool:
     return _core.nesting_depth() > 0 and threading.current_thread() is not threading.main_thread()
 
 
-def _dask_backend(**params: Any) -> ParallelBackendBase:
-    """``backend="dask"``: imported on first use, since ``dask.distributed`` is optional
-    (its absence raises an ImportError that says what to install)."""
-    from ._dask import DaskDistributedBackend
-
-    return DaskDistributedBackend(**params)
-
-
 BACKENDS: dict[str, Any] = {
     "loky": LokyBackend,
     "multiprocessing": MultiprocessingBackend,
     "threading": ThreadingBackend,
     "sequential": SequentialBackend,
-    "dask": _dask_backend,
 }
+
+
+def _register_dask() -> None:
+    """``backend="dask"`` is imported on first use, since ``dask.distributed`` is optional
+    (its absence raises an ImportError that says what to install)."""
+    from ._dask import DaskDistributedBackend
+
+    BACKENDS["dask"] = DaskDistributedBackend
+
+
+#: Backends registered into BACKENDS the first time they are named (joblib's registry of
+#: the same name), because their packages are optional.
+EXTERNAL_BACKENDS: dict[str, Callable[[], None]] = {"dask": _register_dask}
 DEFAULT_BACKEND = "loky"
 DEFAULT_THREAD_BACKEND = "threading"
 DEFAULT_PROCESS_BACKEND = "loky"

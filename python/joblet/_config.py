@@ -59,6 +59,8 @@ def resolve(value: Any, key: str, config: Optional[dict[str, Any]] = None) -> An
 
 def _backend_instance(backend: Any, nesting_level: Optional[int], **params: Any) -> ParallelBackendBase:
     if isinstance(backend, str):
+        if backend not in BACKENDS and backend in _backends.EXTERNAL_BACKENDS:
+            _backends.EXTERNAL_BACKENDS[backend]()
         factory = BACKENDS.get(backend) or _registered_with_joblib(backend)
         if factory is None:
             raise ValueError(f"Invalid backend: {backend}, expected one of {sorted(BACKENDS)}")

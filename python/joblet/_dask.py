@@ -9,9 +9,9 @@ backends. This module only decides what travels to the cluster, and how::
     a batch of tasks (auto-batched) ─► submit:
       big arguments (>= max_nbytes) ──────────► scatter, once per call ─► held by a worker,
         are replaced by a hole                    (a Future)               fetched by peers
-      client.submit(_run_batch, batch,  ───────► one Dask task ──────────► _run_batch fills
-                    holes, *futures)                per batch                the holes, runs
-                                                                             the batch
+      client.submit(_run_batch,  ──────────────► one Dask task ──────────► _run_batch fills
+                    pickled batch,                  per batch                the holes, runs
+                    holes, *futures)                                         the batch
     callback ◄── future done (a Dask callback thread): the results or the task's exception
     first failure, timeout, a dropped generator, Ctrl-C ─► abort_everything: cancel the
                                                             batches still on the cluster
@@ -136,8 +136,8 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
                     self._client = distributed.get_client()
                 except ValueError as e:
                     raise ValueError(
-                        "the 'dask' backend needs a Dask client, and none is active. Create "
-                        "one first:\n\n    from distributed import Client\n    client = "
+                        "the 'dask' backend needs a Dask client, and none is active: create "
+                        "a Dask client first:\n\n    from distributed import Client\n    client = "
                         "Client()                        # a local cluster\n    client = "
                         "Client('scheduler-address:8786')  # an existing one\n\nor pass "
                         "scheduler_host='scheduler-address:8786' to parallel_config."
@@ -154,21 +154,26 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
     # The call --------------------------------------------------------------------------------
 
     def effective_n_jobs(self, n_jobs: int) -> int:
-        """Every worker thread of the cluster (``n_jobs`` does not limit it, as in joblib),
-        waiting up to ``wait_for_workers_timeout`` for a first worker."""
+        """Every worker thread of the cluster (``n_jobs`` does not limit it, as in joblib).
+        A cluster with no worker yet gets up to ``wait_for_workers_timeout`` seconds to
+        have one: a probe task waits for it (and makes an adaptive cluster start one)."""
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
         threads = sum(self.client.ncores().values())
         if threads == 0 and self.wait_for_workers_timeout:
+            probe = self.client.submit(_probe, key=f"joblet-probe-{uuid.uuid4().hex}", pure=False)
             try:
-                self.client.wait_for_workers(1, timeout=self.wait_for_workers_timeout)
+                probe.result(timeout=self.wait_for_workers_timeout)
             except TimeoutError as e:
                 raise TimeoutError(
-                    f"the Dask cluster has no worker after {self.wait_for_workers_timeout} s; "
-                    "check that its workers are started and reach the scheduler, or wait "
-                    "longer with parallel_config(backend='dask', wait_for_workers_timeout="
+                    f"DaskDistributedBackend has no worker after "
+                    f"{self.wait_for_workers_timeout} seconds. Check that the cluster's "
+                    "workers are started and reach the scheduler, or wait longer with "
+                    "parallel_config(backend='dask', wait_for_workers_timeout="
                     f"{max(10, 2 * self.wait_for_workers_timeout)})"
                 ) from e
+            finally:
+                probe.release()
             threads = sum(self.client.ncores().values())
         return threads
 
@@ -187,13 +192,17 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         return _nested_backend((self.nesting_level or 0) + 1), -1
 
     def submit(self, func: Callable[[], list], callback: Optional[Callable[..., Any]] = None) -> Any:
-        batch = func if isinstance(func, Batch) else Batch(list(getattr(func, "items")), None, None)
-        holes, futures = self._share_big_arguments(batch)
-        name = _function_name(batch.items)
-        key = f"joblet-{name}-{uuid.uuid4().hex}"
+        if isinstance(func, Batch):
+            holes, futures = self._share_big_arguments(func)
+            name, size = _function_name(func.items[0][0]), len(func.items)
+        else:  # any other callable returning a list (not from joblet's driver): as it is
+            holes, futures = [], []
+            name, size = _function_name(func), 1
+        # joblib's names: Dask's dashboard groups tasks by the key's text before its last "-".
+        key = f"batch_of_{name}_{size}_calls-{uuid.uuid4().hex}"
         # Pickled here, once: Dask would pickle the batch twice on its way out (the graph,
         # then the message), and it pickles bytes for free.
-        payload = cloudpickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = cloudpickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL)
         future = self.client.submit(
             _run_batch, payload, holes, *futures, key=key, pure=False, **self.submit_kwargs
         )
@@ -300,6 +309,8 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
     def _future_for(self, arg: Any, broadcast: dict, threshold: Optional[int]) -> Any:
         if type(arg) in _NEVER_SHARED:
             return None
+        if isinstance(arg, distributed.Future):
+            return arg  # the user's own future: the task gets its value, as in joblib
         if broadcast:
             known = broadcast.get(id(arg))
             if known is not None and known[0] is arg:
@@ -347,8 +358,8 @@ class _Values:
 
 
 def _run_batch(payload: bytes, holes: list, *values: Any) -> _Values:
-    """A batch, on a Dask worker: the holes filled with the cluster's copies of the big
-    arguments, then its tasks run."""
+    """A batch, on a Dask worker: the holes filled with the values of their futures (the
+    cluster's copies of big arguments), then its tasks run."""
     batch = pickle.loads(payload)
     if holes:
         items = batch.items
@@ -363,6 +374,10 @@ def _run_batch(payload: bytes, holes: list, *values: Any) -> _Values:
     return _Values(batch())
 
 
+def _probe() -> None:
+    """Runs on the first worker a cluster gets (effective_n_jobs waits for it)."""
+
+
 def _index(future: Any, futures: list, index_of: dict[int, int]) -> int:
     at = index_of.get(id(future))
     if at is None:
@@ -371,9 +386,9 @@ def _index(future: Any, futures: list, index_of: dict[int, int]) -> int:
     return at
 
 
-def _function_name(items: list) -> str:
-    names = {getattr(f, "__name__", type(f).__name__) for f, _, _ in items}
-    name = names.pop() if len(names) == 1 else "mixed"
+def _function_name(f: Any) -> str:
+    """For the task's key (Dask's dashboard groups tasks by it): the first task's function."""
+    name = getattr(f, "__name__", type(f).__name__)
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "task"
 
 

@@ -2,8 +2,9 @@
 
 What it does
 ------------
-1. Copies ``joblib/test/test_parallel.py`` and ``joblib/test/test_config.py`` from the
-   installed joblib (must be 1.6.0) into a fresh temporary directory.
+1. Copies ``joblib/test/test_parallel.py``, ``joblib/test/test_config.py`` and (when
+   ``distributed`` is installed) ``joblib/test/test_dask.py`` from the installed joblib
+   (must be 1.6.0) into a fresh temporary directory.
 2. Rewrites their imports so that the names under test come from joblet:
 
    * ``Parallel``, ``delayed``, ``parallel_config``, ``parallel_backend``,
@@ -30,7 +31,7 @@ What it does
    default backend back (a test that fails half-way can leave a ``parallel_config`` active,
    which in joblib as in joblet would change the backend of every later test; the summary
    lists the tests that did), and a ``pytest.ini`` that registers joblib's markers.
-4. Runs pytest on the two rewritten files (``--timeout`` per test, ``-p no:cacheprovider``,
+4. Runs pytest on the rewritten files (``--timeout`` per test, ``-p no:cacheprovider``,
    ``--junitxml``) in its own process group, the whole run bounded by ``--total-timeout``.
 5. Reads the JUnit XML and prints a summary: counts of passed / failed / errored / skipped /
    xfailed (pytest's own line too, which counts xpassed apart), then every failure and
@@ -44,7 +45,7 @@ What it does
    Fatal errors or Rust panics that the pytest process printed at exit are reported too.
 
 It is a measurement, not a gate: it always exits 0 (unless it could not set up the run).
-It takes about 1.5 minutes on 2 cores.
+It takes about 3 minutes on 2 cores.
 
 Usage (from the repository root)::
 
@@ -62,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import os
 import re
 import shutil
@@ -177,6 +179,38 @@ CONFIG_REWRITES: list[tuple[str, str, int]] = [
     (
         "from joblib.test.test_parallel import check_memmap\n",
         "from test_parallel import check_memmap  # the rewritten copy\n",
+        1,
+    ),
+]
+
+DASK_REWRITES: list[tuple[str, str, int]] = [
+    (
+        "from .. import Parallel, delayed, parallel_backend, parallel_config\n",
+        "from joblet import Parallel, delayed, parallel_backend, parallel_config  # joblet\n",
+        1,
+    ),
+    (
+        "from .._dask import DaskDistributedBackend\n",
+        "from joblet._dask import DaskDistributedBackend  # joblet\n",
+        1,
+    ),
+    (
+        "from ..parallel import AutoBatchingMixin, ThreadingBackend\n",
+        "from joblet._backends import AutoBatchingMixin, ThreadingBackend  # joblet\n",
+        1,
+    ),
+    ("from .common import np, with_numpy\n", "from joblib.test.common import np, with_numpy\n", 1),
+    ("from .test_parallel import (", "from test_parallel import (  # the rewritten copy", 1),
+    (
+        "    from joblib._parallel_backends import ParallelBackendBase\n",
+        "    from joblet._backends import ParallelBackendBase  # joblet\n",
+        1,
+    ),
+    (
+        # joblib's own conftest provides these fixtures of distributed's.
+        "from distributed.utils_test import cleanup, cluster, inc  # noqa: E402, F401\n",
+        "from distributed.utils_test import cleanup, cluster, inc  # noqa: E402, F401\n"
+        "from distributed.utils_test import loop, loop_in_thread  # noqa: E402, F401\n",
         1,
     ),
 ]
@@ -358,6 +392,30 @@ CAUSES: list[tuple[str, str | None, str | None]] = [
         r"^test_multiple_generator_call_separated_gc\[",
         r"DID NOT RAISE",
     ),
+    # test_dask.py
+    (
+        INTERNALS + ": dask: how many times Dask serializes scattered objects (joblet's "
+        "scatter=[...] sends them in one call: fewer than the test's per-object scatters)",
+        r"^test_manual_scatter\b",
+        None,
+    ),
+    (
+        INTERNALS + ": dask: distributed's thread-leak check counts the one callback thread "
+        "distributed starts, once per process, for Future.add_done_callback",
+        None,
+        r"thread\(s\) were leaked",
+    ),
+    (
+        BEHAVIOUR + ": dask: arguments are scattered from max_nbytes (1 MB), not from 1 kB",
+        r"^test_auto_scatter\b",
+        None,
+    ),
+    (
+        BEHAVIOUR + ": dask: no n_jobs=1 warning for loky/multiprocessing inside a daemonic "
+        "Dask worker (joblet's workers are not multiprocessing children: the pool runs)",
+        r"^test_joblib_warning_inside_dask_daemonic_worker\[",
+        None,
+    ),
 ]
 
 
@@ -408,7 +466,7 @@ def summarize(xml_path: str, verbose_failures: bool, target: str) -> None:
             counts["passed"] += 1  # xpassed tests count here (JUnit has no xpass)
     total = sum(counts.values())
     print("=" * 78)
-    print(f"joblib {EXPECTED_JOBLIB} test_parallel.py + test_config.py against {target}")
+    print(f"joblib {EXPECTED_JOBLIB} test_parallel.py + test_config.py + test_dask.py against {target}")
     print(
         f"total {total}: passed {counts['passed']}, failed {counts['failed']}, "
         f"errors {counts['error']}, skipped {counts['skipped']}, xfailed {counts['xfailed']}"
@@ -493,12 +551,32 @@ def main() -> int:
             par = fh.read()
         with open(os.path.join(src, "test_config.py"), encoding="utf-8") as fh:
             cfg = fh.read()
+        dask = None
+        if importlib.util.find_spec("distributed") is not None:
+            with open(os.path.join(src, "test_dask.py"), encoding="utf-8") as fh:
+                dask = fh.read()
+        else:
+            print("distributed is not installed: test_dask.py left out")
         if not args.baseline:
             par = rewrite(par, PARALLEL_REWRITES, "test_parallel.py")
             cfg = rewrite(cfg, CONFIG_REWRITES, "test_config.py")
-        for fname, text in [
-            ("test_parallel.py", par),
-            ("test_config.py", cfg),
+            if dask is not None:
+                dask = rewrite(dask, DASK_REWRITES, "test_dask.py")
+        elif dask is not None:
+            # Unmodified but for its package-relative imports and the fixtures it needs.
+            for old, new in [
+                ("from .. import", "from joblib import"),
+                ("from .._dask import", "from joblib._dask import"),
+                ("from ..parallel import", "from joblib.parallel import"),
+                ("from .common import", "from joblib.test.common import"),
+                ("from .test_parallel import", "from joblib.test.test_parallel import"),
+                (DASK_REWRITES[-1][0], DASK_REWRITES[-1][1]),
+            ]:
+                dask = dask.replace(old, new)
+        files = [("test_parallel.py", par), ("test_config.py", cfg)]
+        if dask is not None:
+            files.append(("test_dask.py", dask))
+        for fname, text in files + [
             ("_joblet_compat_shim.py", SHIM),
             ("pytest.ini", PYTEST_INI),
         ] + ([] if args.no_isolation or args.baseline else [("conftest.py", CONFTEST)]):
@@ -512,7 +590,7 @@ def main() -> int:
         ]
         if args.k:
             cmd += ["-k", args.k]
-        cmd += args.pytest_args + ["test_config.py", "test_parallel.py"]
+        cmd += args.pytest_args + [name for name, _ in files]
         env = dict(os.environ)
         env["PYTHONPATH"] = tmp + os.pathsep + env.get("PYTHONPATH", "")
         env.pop("PYTEST_ADDOPTS", None)

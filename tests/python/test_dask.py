@@ -47,7 +47,7 @@ def joblet_keys(client):
     """The batches this test's calls left on the scheduler."""
 
     def keys(dask_scheduler):
-        return [str(k) for k in dask_scheduler.tasks if str(k).startswith("joblet-")]
+        return [str(k) for k in dask_scheduler.tasks if str(k).startswith("batch_of_")]
 
     return client.run_on_scheduler(keys)
 
@@ -91,6 +91,36 @@ def test_scheduler_host_connects_a_client(dask_processes_client):
     address = dask_processes_client.scheduler.address
     with parallel_config(backend="dask", scheduler_host=address):
         assert Parallel()(delayed(h.square)(i) for i in range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_a_cluster_without_workers_gets_one_or_a_clear_timeout():
+    with distributed.LocalCluster(
+        n_workers=0, processes=False, dashboard_address="127.0.0.1:0"
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        with parallel_config(backend="dask", client=client, wait_for_workers_timeout=0.2):
+            with pytest.raises(TimeoutError, match="has no worker after 0.2 seconds"):
+                Parallel()(delayed(h.square)(i) for i in range(3))
+        with parallel_config(backend="dask", client=client, wait_for_workers_timeout=0):
+            with pytest.raises(RuntimeError, match="DaskDistributedBackend has no active worker"):
+                Parallel()(delayed(h.square)(i) for i in range(3))
+        # An adaptive cluster starts a worker for the probe task the call submits.
+        cluster.adapt(minimum=0, maximum=1)
+        with parallel_config(backend="dask", client=client, wait_for_workers_timeout=WAIT):
+            assert Parallel()(delayed(h.square)(i) for i in range(3)) == [0, 1, 4]
+
+
+def test_batches_are_named_after_their_function(threads_client, blocking):
+    def keys(dask_scheduler):
+        return [str(k) for k in dask_scheduler.tasks]
+
+    with parallel_config(backend="dask"):
+        gen = Parallel(batch_size=1, return_as="generator")(delayed(blocked)(i) for i in [1])
+        assert STARTED.acquire(timeout=WAIT), "the task never started"
+        seen = threads_client.run_on_scheduler(keys)
+        GO.set()
+        assert list(gen) == [1]
+    # joblib's names, which Dask's dashboard groups by (the text before the last "-").
+    assert any(k.startswith("batch_of_blocked_1_calls-") for k in seen), seen
 
 
 def test_scatter_must_be_a_list(threads_client):
@@ -182,6 +212,13 @@ def test_shared_numpy_array_is_scattered_once(client, monkeypatch):
     assert out == [float(a.sum())] * 64
     assert calls == ["ndarray"]
     wait_until_drained(client)
+
+
+def test_a_users_own_futures_are_given_as_their_values(client):
+    five = client.scatter(5)
+    with parallel_config(backend="dask"):
+        out = Parallel(batch_size=3)(delayed(h.add)(five, y=i, z=five) for i in range(7))
+    assert out == [10 + i for i in range(7)]
 
 
 def test_scatter_broadcasts_up_front_and_once(dask_processes_client):
