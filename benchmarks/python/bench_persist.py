@@ -22,6 +22,13 @@ The physical reference, in the same run: the raw bytes written with one ``write`
 read back with one ``readinto`` into a new array (the page cache's speed on this machine:
 the bound for uncompressed files).
 
+Before each timed operation the bench touches, then frees, as much fresh memory as the
+operation will allocate (``--no-prewarm`` leaves it out). On the reference VM (Firecracker),
+memory a process frees goes back to the host, and touching it again costs about 2 us per
+page: an uncompressed 1 GB load then took 0.2 s or 2.4 s, for either library, depending on
+whether the allocator got such memory (2026-11-26 runs). Pre-warming makes every timed
+operation find memory the VM already holds, so the figures compare the libraries' work.
+
 Repetitions interleave the two libraries; the medians are reported with the ratio
 joblib / joblet (above 1: joblet is faster) and the target of issue 5 (dump and load at
 least 3x faster at an equal or better compression ratio). Every loaded array is compared
@@ -71,6 +78,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--no-prewarm", action="store_true")
     args = parser.parse_args()
 
     try:
@@ -95,7 +103,10 @@ def main() -> None:
     )
     data = make_data(args.size_mb)
     nbytes = data.nbytes
-    print(f"# data: one float64 array of {nbytes / 1e9:.2f} GB; {args.reps} repetitions, interleaved")
+    print(
+        f"# data: one float64 array of {nbytes / 1e9:.2f} GB; {args.reps} repetitions, "
+        f"interleaved; memory pre-warmed before each timed operation: {not args.no_prewarm}"
+    )
 
     folder = tempfile.mkdtemp(prefix="joblet-bench-", dir=args.dir)
     # Calibration: joblib's fastest ratio, then joblet's lowest zstd level that matches it.
@@ -128,14 +139,21 @@ def main() -> None:
             assert f.readinto(memoryview(out).cast("B")) == nbytes
         return out
 
+    def prewarm() -> None:
+        if not args.no_prewarm:
+            fresh = np.ones(nbytes // 8 + (1 << 21))
+            del fresh
+
     sizes: Dict[Tuple[str, str], int] = {}
     libs = {"joblib": joblib, "joblet": joblet}
     try:
         for rep in range(args.reps):
             order = ["joblib", "joblet"] if rep % 2 == 0 else ["joblet", "joblib"]
             raw = os.path.join(folder, "raw.bin")
+            prewarm()
             t, _ = timed(lambda: plain_write(raw))
             plain["write"].append(t)
+            prewarm()
             t, back = timed(lambda: plain_read(raw))
             plain["read"].append(t)
             assert np.array_equal(back, data)
@@ -147,9 +165,11 @@ def main() -> None:
                     path = os.path.join(folder, f"{lib}.pkl")
                     if os.path.exists(path):
                         os.remove(path)
+                    prewarm()
                     t, _ = timed(lambda: libs[lib].dump(data, path, compress=compress))
                     results.setdefault((case, lib, "dump"), []).append(t)
                     sizes[(case, lib)] = os.path.getsize(path)
+                    prewarm()
                     t, back = timed(lambda: libs[lib].load(path))
                     results.setdefault((case, lib, "load"), []).append(t)
                     assert np.array_equal(back, data), f"{lib} {case}: wrong values"
