@@ -21,7 +21,7 @@ pub enum Compression {
     Xz(u32),
     /// LZ4 frames (one speed: levels are ignored).
     Lz4,
-    /// zstd, level 1-22; big sections are compressed on several threads.
+    /// zstd, level 1-22.
     Zstd(i32),
 }
 
@@ -124,7 +124,8 @@ impl Compression {
         })
     }
 
-    /// `data` compressed.
+    /// `data` compressed, on this thread (big sections are compressed as chunks, in
+    /// parallel: `persist/chunks.rs`).
     pub(crate) fn compress(self, data: &[u8]) -> io::Result<Vec<u8>> {
         let out = Vec::with_capacity(data.len() / 2 + 64);
         match self {
@@ -165,11 +166,6 @@ impl Compression {
             }
             Compression::Zstd(level) => {
                 let mut e = zstd::stream::write::Encoder::new(out, level)?;
-                // Several threads only where there is enough to share: zstd splits its input
-                // into jobs of a few MiB.
-                if data.len() >= ZSTD_THREADED_MIN {
-                    e.multithread(crate::cpu_count() as u32)?;
-                }
                 e.include_contentsize(true)?;
                 e.set_pledged_src_size(Some(data.len() as u64))?;
                 e.write_all(data)?;
@@ -282,10 +278,7 @@ impl Compression {
 
 /// Decompressed bytes per stored byte up to which room for a section is made at once (real
 /// data is far below; zeros can exceed it, and then the output grows as it comes).
-const PLAUSIBLE_RATIO: usize = 256;
-
-/// Sections at least this big are compressed with zstd on several threads.
-const ZSTD_THREADED_MIN: usize = 8 << 20;
+pub(super) const PLAUSIBLE_RATIO: usize = 256;
 
 #[cfg(test)]
 mod tests {

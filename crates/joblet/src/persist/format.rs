@@ -7,8 +7,12 @@ use xxhash_rust::xxh3::xxh3_64;
 /// The first bytes of every container: a non-ASCII byte first (a file mangled as text shows),
 /// then the name.
 pub const MAGIC: [u8; 8] = *b"\x93JOBLET\n";
-/// The version this code writes and reads.
-pub const VERSION: u32 = 1;
+/// The version this code writes. Version 2 added chunked sections ([`Section::chunked`]);
+/// this code still reads version 1 files (which have none), while a joblet that knows only
+/// version 1 refuses a version 2 file by its version instead of misreading its chunks.
+pub const VERSION: u32 = 2;
+/// The oldest version this code reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// The header's size; sections start after it.
 pub const HEADER_LEN: usize = 64;
 /// Sections start at multiples of this, so that arrays mapped in place are aligned for any
@@ -18,6 +22,8 @@ pub const ALIGN: u64 = 64;
 const ENTRY_LEN: usize = 40;
 /// The flag of a section whose checksum no longer holds (see [`Section::checked`]).
 const UNCHECKED: u8 = 1;
+/// The flag of a section stored as independent chunks (see [`Section::chunked`]; version 2).
+const CHUNKED: u8 = 2;
 
 /// What a section holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,10 +50,17 @@ pub struct Section {
     /// Whether the checksum still holds: false once the section was mapped writable in
     /// place (`mmap_mode="r+"`), after which its bytes are the user's to change.
     pub checked: bool,
+    /// Whether the stored bytes are a chunk table and independently compressed chunks
+    /// (`persist/chunks.rs`) rather than one compressed stream: compressed sections bigger
+    /// than a chunk, from version 2 on.
+    pub chunked: bool,
 }
 
-/// The header: where the table of contents is, with checksums of both.
+/// The header: the format's version, where the table of contents is, with checksums of
+/// both.
 pub struct Header {
+    /// [`VERSION`] when written; when read, any version from [`OLDEST_VERSION`] on.
+    pub version: u32,
     pub toc_offset: u64,
     pub toc_len: u64,
     pub toc_checksum: u64,
@@ -57,7 +70,7 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0..8].copy_from_slice(&MAGIC);
-        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[8..12].copy_from_slice(&self.version.to_le_bytes());
         // 12..16: flags, none defined.
         h[16..24].copy_from_slice(&self.toc_offset.to_le_bytes());
         h[24..32].copy_from_slice(&self.toc_len.to_le_bytes());
@@ -79,7 +92,7 @@ impl Header {
             ));
         }
         let version = u32_at(h, 8);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(Refusal::Version(version));
         }
         if xxh3_64(&h[0..40]) != u64_at(h, 40) {
@@ -93,6 +106,7 @@ impl Header {
             return Err(Refusal::at(12, format!("unknown flags {flags:#x}")));
         }
         let header = Header {
+            version,
             toc_offset: u64_at(h, 16),
             toc_len: u64_at(h, 24),
             toc_checksum: u64_at(h, 32),
@@ -122,7 +136,7 @@ pub fn encode_toc(sections: &[Section]) -> Vec<u8> {
             Kind::Buffer => 1,
         });
         t.push(s.compression.code());
-        t.push(if s.checked { 0 } else { UNCHECKED });
+        t.push(if s.checked { 0 } else { UNCHECKED } | if s.chunked { CHUNKED } else { 0 });
         t.extend_from_slice(&[0u8; 5]);
         t.extend_from_slice(&s.offset.to_le_bytes());
         t.extend_from_slice(&s.stored_len.to_le_bytes());
@@ -175,10 +189,25 @@ pub fn decode_toc(t: &[u8], header: &Header) -> Result<Vec<Section>, Refusal> {
                 format!("section {i} has an unknown compressor code {}", e[1]),
             )
         })?;
-        if e[2] & !UNCHECKED != 0 || e[3..8] != [0u8; 5] {
+        let known = if header.version >= 2 {
+            UNCHECKED | CHUNKED
+        } else {
+            UNCHECKED
+        };
+        if e[2] & !known != 0 || e[3..8] != [0u8; 5] {
             return Err(Refusal::at(
                 at + 2,
-                format!("section {i} has unknown flags"),
+                format!(
+                    "section {i} has flags unknown to version {}",
+                    header.version
+                ),
+            ));
+        }
+        let chunked = e[2] & CHUNKED != 0;
+        if chunked && compression == Compression::None {
+            return Err(Refusal::at(
+                at + 2,
+                format!("section {i} is stored uncompressed but says it is chunked"),
             ));
         }
         let s = Section {
@@ -189,6 +218,7 @@ pub fn decode_toc(t: &[u8], header: &Header) -> Result<Vec<Section>, Refusal> {
             raw_len: u64_at(e, 24),
             checksum: u64_at(e, 32),
             checked: e[2] & UNCHECKED == 0,
+            chunked,
         };
         let end = s.offset.checked_add(s.stored_len);
         if s.offset < end_of_previous || end.is_none_or(|e| e > base) {
@@ -220,14 +250,17 @@ pub fn decode_toc(t: &[u8], header: &Header) -> Result<Vec<Section>, Refusal> {
 }
 
 /// Makes the checksums of `file` (a container, perhaps damaged) true again, with the right
-/// magic and version, wherever its header and table of contents point inside it: for the
-/// fuzzer, so that its inputs get past the checksums to the checks behind them.
+/// magic and a version this code reads (a version 1 file stays version 1), wherever its
+/// header and table of contents point inside it: for the fuzzer, so that its inputs get
+/// past the checksums to the checks behind them.
 pub fn repair_checksums(file: &mut [u8]) {
     if file.len() < HEADER_LEN {
         return;
     }
     file[0..8].copy_from_slice(&MAGIC);
-    file[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    if !(OLDEST_VERSION..=VERSION).contains(&u32_at(file, 8)) {
+        file[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    }
     let toc_offset = u64_at(file, 16);
     let toc_len = u64_at(file, 24);
     let end = toc_offset.saturating_add(toc_len);
@@ -268,11 +301,11 @@ impl Refusal {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
@@ -290,6 +323,7 @@ mod tests {
                 raw_len: 10,
                 checksum: 1,
                 checked: true,
+                chunked: false,
             },
             Section {
                 kind: Kind::Buffer,
@@ -299,10 +333,12 @@ mod tests {
                 raw_len: 1000,
                 checksum: 2,
                 checked: false,
+                chunked: true,
             },
         ];
         let toc = encode_toc(&sections);
         let header = Header {
+            version: VERSION,
             toc_offset: 256,
             toc_len: toc.len() as u64,
             toc_checksum: xxh3_64(&toc),
@@ -320,6 +356,35 @@ mod tests {
         assert_eq!(sections[1].raw_len, 1000);
         assert_eq!(sections[1].compression.name(), "zstd");
         assert!(sections[0].checked && !sections[1].checked);
+        assert!(!sections[0].chunked && sections[1].chunked);
+    }
+
+    #[test]
+    fn version_1_is_read_without_chunks() {
+        let (mut header, toc) = sample();
+        let len = 256 + toc.len() as u64;
+        header.version = 1;
+        let back = Header::decode(&header.encode(), len).unwrap();
+        assert_eq!(back.version, 1);
+        // The chunked flag did not exist in version 1: there it is an unknown flag.
+        assert!(matches!(
+            decode_toc(&toc, &back),
+            Err(Refusal::Damaged { offset, .. }) if offset == 256 + 4 + 40 + 2
+        ));
+        let mut unchunked = toc.clone();
+        unchunked[4 + 40 + 2] &= !CHUNKED;
+        header.toc_checksum = xxh3_64(&unchunked);
+        let sections = decode_toc(&unchunked, &header).unwrap();
+        assert!(!sections[1].chunked && !sections[1].checked);
+        // A chunked section must be compressed.
+        let (header, mut stored) = sample();
+        stored[4 + 40 + 1] = Compression::None.code();
+        let header = Header {
+            toc_checksum: xxh3_64(&stored),
+            ..header
+        };
+        let err = decode_toc(&stored, &header).unwrap_err();
+        assert!(format!("{err:?}").contains("uncompressed"), "{err:?}");
     }
 
     #[test]
@@ -335,9 +400,14 @@ mod tests {
             Header::decode(&bytes[..20], len),
             Err(Refusal::Damaged { offset: 20, .. })
         ));
-        let mut v2 = bytes;
-        v2[8] = 2;
-        assert_eq!(Header::decode(&v2, len).err(), Some(Refusal::Version(2)));
+        for version in [0, VERSION + 1] {
+            let mut other = bytes;
+            other[8..12].copy_from_slice(&version.to_le_bytes());
+            assert_eq!(
+                Header::decode(&other, len).err(),
+                Some(Refusal::Version(version))
+            );
+        }
         let mut flipped = bytes;
         flipped[20] ^= 1;
         assert!(matches!(

@@ -1,21 +1,31 @@
 //! Persistence: joblet's container for values with big arrays in them (`dump` / `load`).
 //!
 //! ```text
-//!  offset 0   header (64 bytes)   magic "\x93JOBLET\n", version, flags, where the table of
-//!                                 contents is and its checksum, the header's own checksum
+//!  offset 0   header (64 bytes)   magic "\x93JOBLET\n", version (2; 1 is still read), flags,
+//!                                 where the table of contents is and its checksum, the
+//!                                 header's own checksum
 //!  64         section 0           the object stream (pickle for Python, postcard for Rust)
 //!  aligned    section 1..n        raw buffers (arrays' bytes) the stream refers to by
 //!                                 position, each at a multiple of 64 bytes
-//!  end        table of contents   per section: kind, compressor, offset, stored and raw
-//!                                 lengths, xxh3-64 checksum of the stored bytes
+//!  end        table of contents   per section: kind, compressor, flags (unchecked, chunked),
+//!                                 offset, stored and raw lengths, xxh3-64 checksum of the
+//!                                 stored bytes
+//!
+//!  a chunked section's stored bytes (compressed, more than 4 MiB raw; version 2 on):
+//!  +0         chunk table         chunk count n, raw chunk size c (4 MiB), n stored lengths
+//!  +16 + 8n   chunk 0..n-1        each compressed alone; each decompresses to c bytes, the
+//!                                 last to the rest
 //! ```
 //!
 //! Every section has its own compressor ([`Compression`]: joblib's zlib, gzip, bz2, lzma, xz,
 //! lz4, and zstd), so an array stored uncompressed can be memory-mapped in place while the
-//! small object stream is compressed. Every section is checked against its checksum before
-//! it is used: damage is an error naming the file and the byte offset, never a wrong value.
-//! A container is written under a temporary name beside its target and renamed at the end,
-//! so that nobody sees half of one.
+//! small object stream is compressed. A compressed section of more than 4 MiB is stored as
+//! independent chunks, compressed and decompressed in parallel (rayon), each chunk straight
+//! into its place in the output (`chunks.rs`); the bytes written do not depend on the number
+//! of threads. Every section is checked against its checksum before it is used: damage is
+//! an error naming the file and the byte offset, never a wrong value. A container is written
+//! under a temporary name beside its target and renamed at the end, so that nobody sees half
+//! of one.
 //!
 //! ```
 //! use joblet::persist::{self, Compression};
@@ -30,6 +40,7 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+mod chunks;
 mod codec;
 mod format;
 mod read;
@@ -37,7 +48,7 @@ pub(crate) mod values;
 mod write;
 
 pub use codec::{Compression, NAMES as COMPRESSORS};
-pub use format::{ALIGN, MAGIC, VERSION};
+pub use format::{ALIGN, MAGIC, OLDEST_VERSION, VERSION};
 pub use read::Container;
 pub use write::Writer;
 
@@ -70,7 +81,8 @@ pub enum PersistError {
         /// The file.
         path: PathBuf,
     },
-    /// The file was written by another version of the format.
+    /// The file was written in a version of the format this code does not read (a later
+    /// one, or a damaged version field).
     Version {
         /// The file.
         path: PathBuf,
@@ -122,7 +134,8 @@ impl fmt::Display for PersistError {
             ),
             PersistError::Version { path, found } => write!(
                 f,
-                "{}: written in container version {found}; this joblet reads version {VERSION}",
+                "{}: written in container version {found}; this joblet reads versions \
+                 {OLDEST_VERSION} to {VERSION}",
                 path.display()
             ),
             PersistError::Damaged { path, offset, what } => {
@@ -423,6 +436,51 @@ mod tests {
         // An error (postcard keeps no text of it), where it was an abort.
         let err = load::<Buffer<u64>>(&path).unwrap_err().to_string();
         assert!(err.contains("h.joblet"), "{err}");
+    }
+
+    /// A file written by the version 1 writer (commit c0caf62) with `Compression::Zstd(3)`:
+    /// the value of [`version_1_files_still_load`].
+    const VERSION_1_ZSTD: &[u8] = include_bytes!("testdata/v1-zstd.joblet");
+
+    #[test]
+    fn version_1_files_still_load() {
+        use crate::Buffer;
+        let dir = Dir::new("persist-v1");
+        let path = dir.0.join("v1.joblet");
+        std::fs::write(&path, VERSION_1_ZSTD).unwrap();
+        assert_eq!(Container::open(&path).unwrap().sections().1, 1);
+        type V = (Buffer<f64>, Vec<Buffer<u32>>, String);
+        let (floats, ints, text): V = load(&path).unwrap();
+        assert!(floats
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == (i % 100) as f64 * 0.25));
+        assert_eq!(floats.len(), 10_000);
+        assert_eq!(ints.len(), 2);
+        assert!(ints[0].iter().enumerate().all(|(i, &x)| x == i as u32 % 7));
+        assert_eq!((ints[0].len(), &ints[1][..]), (20_000, &[3u32; 5][..]));
+        assert_eq!(text, "written by container version 1");
+        // An uncompressed file in version 1 (this writer's layout without chunks is
+        // version 1's, byte for byte): mapped as before, and marked unchecked in place
+        // without becoming version 2.
+        let big: Buffer<f64> = (0..20_000).map(|i| i as f64).collect();
+        dump(&big, &path, Compression::None).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        __fuzz::repair_checksums(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let mapped: Buffer<f64> = load_mapped(&path).unwrap();
+        assert!(mapped == big && mapped_from(mapped.as_ptr() as usize, &path));
+        Container::unchecked_for_writing(&path).unwrap();
+        let c = Container::open(&path).unwrap();
+        let (sections, version) = c.sections();
+        assert!(!sections[1].checked);
+        assert_eq!(version, 1, "rewritten in place, still version 1");
+        // A version this code does not know is refused by its number.
+        bytes[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load::<Buffer<f64>>(&path).unwrap_err().to_string();
+        assert!(err.contains("version 3") && err.contains("1 to 2"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Reading a container: the header and table of contents are checked when it is opened;
 //! each section is checked against its checksum when it is read, before it is decompressed
-//! or handed out.
+//! or handed out; a chunked section's chunks are decompressed in parallel.
 
+use super::chunks::{self, Place, Table};
 use super::codec::Compression;
 use super::format::{decode_toc, encode_toc, Header, Kind, Refusal, Section, HEADER_LEN};
 use super::PersistError;
@@ -15,6 +16,7 @@ pub struct Container {
     file: File,
     path: PathBuf,
     sections: Vec<Section>,
+    version: u32,
     toc_offset: u64,
 }
 
@@ -41,6 +43,7 @@ impl Container {
             file,
             path: path.to_path_buf(),
             sections,
+            version: header.version,
             toc_offset: header.toc_offset,
         })
     }
@@ -48,6 +51,12 @@ impl Container {
     /// The open file.
     pub(crate) fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The sections as the table of contents lists them, and the format's version.
+    #[cfg(test)]
+    pub(crate) fn sections(&self) -> (&[Section], u32) {
+        (&self.sections, self.version)
     }
 
     /// How many buffers the container holds.
@@ -93,12 +102,15 @@ impl Container {
             return self.check(i, out);
         }
         let stored = self.stored(i)?;
-        s.compression.decompress_into(&stored, out).map_err(|e| {
-            PersistError::refused(
-                &self.path,
-                Refusal::at(s.offset, format!("section {i} does not decompress: {e}")),
-            )
-        })
+        if s.chunked {
+            let place = self.place(i);
+            let table = Table::decode(&stored, s.raw_len, place).map_err(|r| self.refused(r))?;
+            return chunks::decompress_into(s.compression, &stored, &table, out, place)
+                .map_err(|r| self.refused(r));
+        }
+        s.compression
+            .decompress_into(&stored, out)
+            .map_err(|e| self.does_not_decompress(i, e))
     }
 
     /// Where buffer `index` lies in the file, as `(offset, len)`, when it is stored
@@ -135,6 +147,7 @@ impl Container {
         let toc = encode_toc(&container.sections);
         let io = |e| PersistError::io(path, e);
         let header = Header {
+            version: container.version,
             toc_offset: container.toc_offset,
             toc_len: toc.len() as u64,
             toc_checksum: xxh3_64(&toc),
@@ -201,13 +214,34 @@ impl Container {
         if s.compression == Compression::None {
             return Ok(stored);
         }
+        if s.chunked {
+            let place = self.place(i);
+            let table = Table::decode(&stored, s.raw_len, place).map_err(|r| self.refused(r))?;
+            return chunks::decompress(s.compression, &stored, &table, place)
+                .map_err(|r| self.refused(r));
+        }
         let raw_len = usize::try_from(s.raw_len).unwrap_or(usize::MAX);
-        s.compression.decompress(&stored, raw_len).map_err(|e| {
-            PersistError::refused(
-                &self.path,
-                Refusal::at(s.offset, format!("section {i} does not decompress: {e}")),
-            )
-        })
+        s.compression
+            .decompress(&stored, raw_len)
+            .map_err(|e| self.does_not_decompress(i, e))
+    }
+
+    fn place(&self, i: usize) -> Place {
+        Place {
+            section: i,
+            offset: self.sections[i].offset,
+        }
+    }
+
+    fn refused(&self, refusal: Refusal) -> PersistError {
+        PersistError::refused(&self.path, refusal)
+    }
+
+    fn does_not_decompress(&self, i: usize, e: std::io::Error) -> PersistError {
+        self.refused(Refusal::at(
+            self.sections[i].offset,
+            format!("section {i} does not decompress: {e}"),
+        ))
     }
 }
 

@@ -2,14 +2,15 @@
 //! table of contents and the header, then one rename, so that a reader (or a crash) never
 //! sees half a file under the target's name.
 
+use super::chunks::{self, CHUNK_LEN};
 use super::codec::Compression;
-use super::format::{encode_toc, Header, Kind, Section, ALIGN, HEADER_LEN};
+use super::format::{encode_toc, Header, Kind, Section, ALIGN, HEADER_LEN, VERSION};
 use super::PersistError;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 /// A container being written. Dropped without [`Writer::finish`], it leaves nothing behind.
 pub struct Writer {
@@ -18,6 +19,8 @@ pub struct Writer {
     target: PathBuf,
     position: u64,
     sections: Vec<Section>,
+    /// Compressed sections of more raw bytes than this are stored as chunks of this many.
+    chunk_len: usize,
 }
 
 impl Writer {
@@ -47,10 +50,18 @@ impl Writer {
             target: path.to_path_buf(),
             position: 0,
             sections: Vec::new(),
+            chunk_len: CHUNK_LEN,
         };
         writer.write(&[0u8; HEADER_LEN])?;
         writer.section(Kind::Objects, objects, compression)?;
         Ok(writer)
+    }
+
+    /// Chunks of `chunk_len` raw bytes for the sections written from now on (the tests' and
+    /// fuzz seeds' small chunks).
+    #[cfg(test)]
+    pub(crate) fn set_chunk_len(&mut self, chunk_len: usize) {
+        self.chunk_len = chunk_len;
     }
 
     /// Appends a buffer and returns its position among the buffers (0 for the first).
@@ -81,25 +92,35 @@ impl Writer {
         };
         let padding = self.position.next_multiple_of(align) - self.position;
         self.write(&vec![0u8; padding as usize])?;
-        let packed;
-        let stored = if compression == Compression::None {
-            bytes
-        } else {
-            packed = compression
-                .compress(bytes)
-                .map_err(|e| PersistError::io(&self.temporary, e))?;
-            &packed[..]
-        };
         let offset = self.position;
-        self.write(stored)?;
+        let failed = |e| PersistError::io(&self.temporary, e);
+        // Big compressed sections as chunks, so that they decompress in parallel.
+        let chunked = compression != Compression::None && bytes.len() > self.chunk_len;
+        let checksum = if chunked {
+            let stored = chunks::compress(compression, bytes, self.chunk_len).map_err(failed)?;
+            let mut checksum = Xxh3Default::new();
+            for part in stored.parts() {
+                checksum.update(part);
+                self.write(part)?;
+            }
+            checksum.digest()
+        } else if compression == Compression::None {
+            self.write(bytes)?;
+            xxh3_64(bytes)
+        } else {
+            let packed = compression.compress(bytes).map_err(failed)?;
+            self.write(&packed)?;
+            xxh3_64(&packed)
+        };
         self.sections.push(Section {
             kind,
             compression,
             offset,
-            stored_len: stored.len() as u64,
+            stored_len: self.position - offset,
             raw_len: bytes.len() as u64,
-            checksum: xxh3_64(stored),
+            checksum,
             checked: true,
+            chunked,
         });
         Ok(())
     }
@@ -116,6 +137,7 @@ impl Writer {
     pub fn finish(mut self) -> Result<(), PersistError> {
         let toc = encode_toc(&self.sections);
         let header = Header {
+            version: VERSION,
             toc_offset: self.position,
             toc_len: toc.len() as u64,
             toc_checksum: xxh3_64(&toc),
