@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import copy
 import itertools
 import multiprocessing
 import operator
@@ -152,6 +153,10 @@ def run(parallel: "Parallel", iterable: Iterable[Any]) -> Union[None, list, "Cal
     backend = parallel._backend
     if runs_on_engine(backend) or (n_jobs == 1 and getattr(backend, "one_worker_runs_here", True)):
         return None
+    if not parallel._managed_backend and getattr(backend, "copied_per_call", False):
+        # Calls sharing one configured instance (two generators of one parallel_config,
+        # nested calls in one task) each get their own copy, and so their own call state.
+        backend = copy.copy(backend)
     if not n_jobs or n_jobs < 1:
         raise RuntimeError(f"{type(backend).__name__} has no active worker.")
     try:
@@ -347,6 +352,11 @@ class Call:
         if self.closed:
             return
         self._over.set()
+        # What submit returned is of no more use, and may hold results on the backend's
+        # side (a Dask future keeps its data on the cluster while it lives): let it go, even
+        # while the exception that ended the call (and so this Call) is kept.
+        for record in self._records.values():
+            record.out = None
         parallel, backend = self._parallel, self._backend
         if parallel._custom_call is not None and parallel._custom_call() in (self, None):
             parallel._custom_call = None
@@ -415,7 +425,6 @@ class Call:
         self._unfinished[record.number] = record
         self._slots += 1
         record.submitted = time.monotonic()
-        self._start_clocks(record.submitted)
         self._progress.dispatched += len(items)
         # A nested backend per batch, as joblib: a custom one may keep per-call state.
         nested = self._backend.get_nested_backend()
@@ -425,6 +434,9 @@ class Call:
         except BaseException as e:
             self._fail(e)
             return
+        # Timeout clocks start once the backend has the batch: what submit itself takes
+        # (Dask scattering a big argument) is not the task's running time.
+        self._start_clocks(time.monotonic())
         if not self._by_callback:
             self._retrieve_later(record)
         self._progress.report()
@@ -638,10 +650,6 @@ def _retrieve_in_order(
             except BaseException as e:
                 outcome = (False, e)
         events.put((record, outcome, time.monotonic()))
-
-
-# How often the retriever thread looks up from a wait to see whether the call is over.
-_RETRIEVE_POLL = 0.1
 
 
 def _wait_ready(out: Any, seconds: float) -> Optional[bool]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import pickle
+import threading
 import uuid
 import weakref
 from typing import Any, Callable, Iterator, Optional
@@ -85,6 +86,10 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
     # A cluster of one thread is still the cluster: its tasks may need its data, memory or
     # isolation (joblib would run them in the caller).
     one_worker_runs_here = False
+    # Each call gets its own copy (joblet._custom), with its own batches and scattered
+    # arguments: one parallel_config's instance serves every call made under it, two
+    # generators alive at once included, and all the nested calls of one task.
+    copied_per_call = True
 
     def __init__(
         self,
@@ -94,6 +99,7 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         loop: Any = None,
         wait_for_workers_timeout: float = 10,
         nesting_level: Optional[int] = None,
+        _connect_now: bool = True,
         **submit_kwargs: Any,
     ) -> None:
         super().__init__(nesting_level=nesting_level)
@@ -112,8 +118,8 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         self._shared: dict[int, tuple[Callable[[], Any], Any]] = {}
         self._running: dict[str, Any] = {}
         self._threshold: Optional[int] = None
-        # The nested backend (built by _nested_backend) looks its client up when it needs it.
-        if not getattr(self, "_lazy", False):
+        # (The nested backend, in a worker, looks its client up when a nested call needs it.)
+        if _connect_now:
             self._connect()
 
     # The client ------------------------------------------------------------------------------
@@ -145,6 +151,12 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         if self._scatter_list and not self._broadcast:
             futures = self._client.scatter(self._scatter_list, broadcast=True, hash=False)
             self._broadcast = {id(x): (x, f) for x, f in zip(self._scatter_list, futures)}
+
+    def __copy__(self) -> "DaskDistributedBackend":
+        # (copy.copy would otherwise go through __reduce__, below, and lose the client.)
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
 
     def __reduce__(self) -> tuple:
         # Inside a task on a worker (the nested backend travels with each batch): the
@@ -244,8 +256,10 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
                 pass  # a client already closed has nothing left to cancel
 
     def stop_call(self) -> None:
-        """Releases what the call left on the cluster: failed batches (the caller's
-        exception may keep their futures alive for long) and the scattered arguments."""
+        """Releases what the call left on the cluster: the batches not taken (failed ones,
+        whose futures the caller's exception may keep alive for long, and those that
+        abort_everything cancelled) and the scattered arguments still alive. Releasing is
+        what makes the scheduler forget them; cancelling first stops queued work at once."""
         for future in list(self._running.values()):
             future.release()
         for _, future in self._shared.values():
@@ -258,13 +272,20 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         """Inside a task on a Dask worker, the waiting thread leaves the worker's pool
         (``secede``) and takes a slot again once the results are in (``rejoin``): nested
         calls then never hold every thread of the cluster while they wait."""
-        in_task = hasattr(thread_state, "execution_state")
-        if in_task:
+        if not hasattr(thread_state, "execution_state"):
+            yield
+            return
+        # Once per thread: a task may have several calls waiting at once (a generator it
+        # consumes while making other calls), and seceding twice is an error.
+        waiting = getattr(_waiting, "calls", 0)
+        _waiting.calls = waiting + 1
+        if waiting == 0:
             distributed.secede()
         try:
             yield
         finally:
-            if in_task:
+            _waiting.calls -= 1
+            if _waiting.calls == 0:
                 distributed.rejoin()
 
     # Big arguments ---------------------------------------------------------------------------
@@ -307,38 +328,66 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         return holes, futures
 
     def _future_for(self, arg: Any, broadcast: dict, threshold: Optional[int]) -> Any:
-        if type(arg) in _NEVER_SHARED:
-            return None
-        if isinstance(arg, distributed.Future):
-            return arg  # the user's own future: the task gets its value, as in joblib
+        """What fills the hole of ``arg`` on the worker (a future, or a container of
+        futures, which Dask resolves), or None when ``arg`` travels with the batch."""
         if broadcast:
             known = broadcast.get(id(arg))
             if known is not None and known[0] is arg:
                 return known[1]
+        kind = type(arg)
+        if kind in _NEVER_SHARED:
+            return None
+        if kind is distributed.Future:
+            return arg  # the user's own future: the task gets its value, as in joblib
+        if kind in _CONTAINERS and _holds_a_future(arg):
+            return arg  # passed apart, so that Dask gives the task its futures' values
         if threshold is None:
             return None
-        known = self._shared.get(id(arg))
+        shared = self._shared
+        known = shared.get(id(arg))
         if known is not None and known[0]() is arg:
             return known[1]
+        # Only objects that can be weakly referred to are shared: the entry must end with
+        # the object (its id may then be reused), and the cluster's copy with it.
+        key = id(arg)
+
+        def forget(_: Any) -> None:
+            entry = shared.get(key)
+            if entry is not None and entry[0]() is None:
+                shared.pop(key, None)
+                entry[1].release()  # batches already submitted keep the data alive
+
         try:
-            if sizeof(arg) < threshold:
-                return None
-            ref = weakref.ref(arg)
+            ref = weakref.ref(arg, forget)
         except TypeError:
-            return None  # not weakly referable: its id could be reused within the call
+            return None
+        if sizeof(arg) < threshold:
+            return None
         future = self.client.scatter(arg, hash=False)
-        self._shared[id(arg)] = (ref, future)
+        shared[key] = (ref, future)
         return future
+
+
+# Arguments of these types are looked into (one level, up to _LOOK_INTO items) for futures.
+_CONTAINERS = frozenset((list, tuple, set, frozenset, dict))
+_LOOK_INTO = 1000
+
+
+def _holds_a_future(container: Any) -> bool:
+    if len(container) > _LOOK_INTO:
+        return False
+    items = container.values() if type(container) is dict else container
+    return any(type(item) is distributed.Future for item in items)
+
+
+# Per thread: how many calls made in this (Dask worker) thread are waiting for results.
+_waiting = threading.local()
 
 
 def _nested_backend(nesting_level: Optional[int]) -> DaskDistributedBackend:
     """The backend of calls made inside a batch: on a worker, its client is the worker's
     own, found when a nested call first asks for it."""
-    backend = DaskDistributedBackend.__new__(DaskDistributedBackend)
-    backend._lazy = True
-    backend.__init__()  # type: ignore[misc]
-    backend.nesting_level = nesting_level
-    return backend
+    return DaskDistributedBackend(nesting_level=nesting_level, _connect_now=False)
 
 
 class _Values:
@@ -356,12 +405,20 @@ class _Values:
     def __setstate__(self, values: list) -> None:
         self.values = values
 
+    def __sizeof__(self) -> int:
+        # What Dask counts for the worker's memory and for transfers.
+        return int(sizeof(self.values))
+
 
 def _run_batch(payload: bytes, holes: list, *values: Any) -> _Values:
     """A batch, on a Dask worker: the holes filled with the values of their futures (the
     cluster's copies of big arguments), then its tasks run."""
     batch = pickle.loads(payload)
     if holes:
+        # Every task of every batch on this worker gets the same copy of a shared array: a
+        # read-only view of it, so that one task's writes cannot reach another's input (as
+        # joblib's read-only memmaps refuse them).
+        values = tuple(_read_only(v) for v in values)
         items = batch.items
         for t, where, v in holes:
             f, args, kwargs = items[t]
@@ -372,6 +429,14 @@ def _run_batch(payload: bytes, holes: list, *values: Any) -> _Values:
                 kwargs[where] = values[v]
             items[t] = (f, args, kwargs)
     return _Values(batch())
+
+
+def _read_only(value: Any) -> Any:
+    if type(value).__module__ == "numpy" and type(value).__name__ == "ndarray":
+        view = value.view()
+        view.flags.writeable = False
+        return view
+    return value
 
 
 def _probe() -> None:

@@ -22,7 +22,7 @@ What it does
 
    Everything else keeps pointing at joblib, because joblet has no equivalent: the test
    helpers (``joblib.testing``, ``joblib.test.common``), ``joblib.dump/load/hash``,
-   ``joblib.parallel.mp``, ``joblib.parallel.EXTERNAL_BACKENDS``, and
+   ``joblib.parallel.mp``, and
    ``joblib.externals.loky.get_reusable_executor``. ``test_config.py``'s
    ``from joblib.test.test_parallel import check_memmap`` is pointed at the rewritten copy.
    Every rewrite is an exact text replacement with an expected count; if joblib's file does
@@ -171,9 +171,8 @@ CONFIG_REWRITES: list[tuple[str, str, int]] = [
         "    parallel_backend,\n"
         "    parallel_config,\n"
         ")\n",
-        "from joblib.parallel import EXTERNAL_BACKENDS  # no joblet equivalent\n"
         "from joblet import Parallel, delayed, parallel_backend, parallel_config  # joblet\n"
-        "from joblet._backends import BACKENDS, DEFAULT_BACKEND  # joblet\n",
+        "from joblet._backends import BACKENDS, DEFAULT_BACKEND, EXTERNAL_BACKENDS  # joblet\n",
         1,
     ),
     (
@@ -329,7 +328,6 @@ CAUSES: list[tuple[str, str | None, str | None]] = [
         None,
     ),
     (INTERNALS + ": loky process names in multiprocessing's log", None, r"LokyProcess"),
-    (INTERNALS + ": joblib.parallel.EXTERNAL_BACKENDS lazy registry", r"^test_external_backends\b", None),
     (
         SEMI + ": no nested backend set as the active config inside a task "
         "(get_active_backend/Parallel()._backend/nesting_level in a task)",

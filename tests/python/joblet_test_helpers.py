@@ -402,3 +402,22 @@ def kill_worker_once(marker):
 
 def kill_worker(_):
     os._exit(17)
+
+
+def nested_generator_and_list(n):
+    """A task that consumes a nested generator and, for each value, makes a nested list
+    call: two calls of one task waiting at once (its thread must secede only once)."""
+    import joblet
+
+    total = 0
+    gen = joblet.Parallel(n_jobs=-1, batch_size=1, return_as="generator")(
+        joblet.delayed(square)(j) for j in range(n)
+    )
+    for value in gen:
+        total += value + sum(joblet.Parallel(n_jobs=-1)(joblet.delayed(add)(value, y=1) for _ in range(2)))
+    return total
+
+
+def double_in_place(a):
+    a *= 2
+    return float(a.sum())

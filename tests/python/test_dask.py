@@ -43,19 +43,22 @@ def threads_client(dask_threads_client):
         yield dask_threads_client
 
 
-def joblet_keys(client):
-    """The batches this test's calls left on the scheduler."""
+def keys_on(client):
+    """Every key the scheduler knows (batches, scattered arguments, results)."""
 
     def keys(dask_scheduler):
-        return [str(k) for k in dask_scheduler.tasks if str(k).startswith("batch_of_")]
+        return {str(k) for k in dask_scheduler.tasks}
 
     return client.run_on_scheduler(keys)
 
 
-def wait_until_drained(client):
+def wait_until_drained(client, before=frozenset()):
+    """Waits until the scheduler knows no key but those of ``before`` (the keys that were
+    there when the test started): the calls left nothing on the cluster."""
     deadline = time.monotonic() + WAIT
-    while joblet_keys(client):
-        assert time.monotonic() < deadline, f"batches left on the cluster: {joblet_keys(client)}"
+    while keys_on(client) - before:
+        left = keys_on(client) - before
+        assert time.monotonic() < deadline, f"left on the cluster: {sorted(left)}"
         time.sleep(0.05)
 
 
@@ -198,6 +201,7 @@ def test_max_nbytes_none_sends_arguments_with_each_batch(dask_processes_client):
 
 
 def test_shared_numpy_array_is_scattered_once(client, monkeypatch):
+    before = keys_on(client)
     calls = []
     real = client.scatter
 
@@ -211,7 +215,73 @@ def test_shared_numpy_array_is_scattered_once(client, monkeypatch):
         out = Parallel(batch_size=2)(delayed(h.array_sum)(a) for _ in range(64))
     assert out == [float(a.sum())] * 64
     assert calls == ["ndarray"]
-    wait_until_drained(client)
+    del a
+    wait_until_drained(client, before)
+
+
+def test_tasks_get_a_read_only_view_of_a_shared_array(client):
+    a = np.ones(1 << 18)  # 2 MiB: shared
+    with parallel_config(backend="dask"):
+        with pytest.raises(ValueError, match="read-only"):
+            Parallel(batch_size=1)(delayed(h.double_in_place)(a) for _ in range(4))
+    assert (a == 1).all()
+
+
+def test_fresh_big_arguments_leave_the_cluster_as_the_call_goes(dask_processes_client):
+    # One new 2 MiB array per task, two batches in flight: the cluster holds the arrays of
+    # the batches in flight, not every array the call has made so far. (Not on in-process
+    # workers: there the worker holds the caller's object itself, which so never dies, and
+    # the call releases them all when it ends.)
+    client = dask_processes_client
+    before = keys_on(client)
+    most = 0
+    with parallel_config(backend="dask", client=client):
+        gen = Parallel(batch_size=1, pre_dispatch=2, return_as="generator")(
+            delayed(h.array_sum)(np.full(1 << 18, float(i))) for i in range(24)
+        )
+        for i, value in enumerate(gen):
+            assert value == float(i) * (1 << 18)
+            most = max(most, len(keys_on(client) - before))
+    assert most <= 6, f"up to {most} keys on the cluster at once"
+    wait_until_drained(client, before)
+
+
+def test_scattered_bytes_are_not_sent_with_each_batch(client, monkeypatch):
+    blob = bytes(4 << 20)
+    sent = []
+    real = client.submit
+
+    def recording_submit(func, *args, **kwargs):
+        sent.append(len(args[0]) if args and isinstance(args[0], bytes) else 0)
+        return real(func, *args, **kwargs)
+
+    monkeypatch.setattr(client, "submit", recording_submit)
+    with parallel_config(backend="dask", client=client, scatter=[blob]):
+        out = Parallel(batch_size=2)(delayed(len)(blob) for _ in range(8))
+    assert out == [4 << 20] * 8
+    assert len(sent) == 4 and max(sent) < 100_000, sent
+
+
+def test_futures_inside_a_list_argument_are_given_as_their_values(client):
+    parts = client.scatter([1, 2, 3])
+    with parallel_config(backend="dask"):
+        assert Parallel()(delayed(sum)(parts) for _ in range(3)) == [6, 6, 6]
+
+
+def test_two_generators_of_one_configuration_at_once(client):
+    with parallel_config(backend="dask"):
+        first = Parallel(batch_size=1, return_as="generator")(delayed(h.square)(i) for i in range(20))
+        second = Parallel(batch_size=1, return_as="generator")(delayed(h.add)(i, y=1) for i in range(20))
+        assert [a + b for a, b in zip(first, second)] == [i * i + i + 1 for i in range(20)]
+
+
+def test_two_generators_one_closed_early(client):
+    with parallel_config(backend="dask"):
+        first = Parallel(batch_size=1, return_as="generator")(delayed(h.square)(i) for i in range(20))
+        second = Parallel(batch_size=1, return_as="generator")(delayed(h.square)(i) for i in range(20))
+        assert next(first) == 0
+        first.close()
+        assert list(second) == [i * i for i in range(20)]
 
 
 def test_a_users_own_futures_are_given_as_their_values(client):
@@ -234,6 +304,12 @@ def test_scatter_broadcasts_up_front_and_once(dask_processes_client):
 
 
 # Nesting --------------------------------------------------------------------------------------
+
+
+def test_a_task_waiting_on_two_nested_calls_at_once(client):
+    with parallel_config(backend="dask"):
+        out = Parallel(batch_size=1)(delayed(h.nested_generator_and_list)(n) for n in (2, 3))
+    assert out == [sum(j * j + 2 * (j * j + 1) for j in range(n)) for n in (2, 3)]
 
 
 def test_nested_calls_on_workers_complete(client):
@@ -284,27 +360,30 @@ def blocking():
 
 
 def test_first_failure_cancels_the_rest(threads_client, blocking):
+    before = keys_on(threads_client)
     with parallel_config(backend="dask"):
         with pytest.raises(KeyError, match="first"):
             Parallel(batch_size=1, pre_dispatch="all")(delayed(fail_first)(i) for i in range(40))
-    wait_until_drained(threads_client)
+    wait_until_drained(threads_client, before)
     GO.set()
     assert len(RAN) <= 4, RAN
 
 
 def test_dropped_generator_cancels_the_rest(threads_client, blocking):
+    before = keys_on(threads_client)
     with parallel_config(backend="dask"):
         gen = Parallel(batch_size=1, pre_dispatch="all", return_as="generator")(
             delayed(blocked)(i) for i in range(40)
         )
         assert next(gen) == 0
         del gen
-    wait_until_drained(threads_client)
+    wait_until_drained(threads_client, before)
     GO.set()
     assert len(RAN) <= 4, RAN
 
 
 def test_timeout_cancels_and_raises(threads_client, blocking):
+    before = keys_on(threads_client)
     with parallel_config(backend="dask"):
         started = time.monotonic()
         with pytest.raises(multiprocessing.TimeoutError, match="still running after the timeout"):
@@ -312,12 +391,13 @@ def test_timeout_cancels_and_raises(threads_client, blocking):
                 delayed(blocked)(i) for i in range(40)
             )
         assert time.monotonic() - started < WAIT
-    wait_until_drained(threads_client)
+    wait_until_drained(threads_client, before)
     GO.set()
     assert len(RAN) <= 4, RAN
 
 
 def test_ctrl_c_cancels_and_raises(threads_client, blocking):
+    before = keys_on(threads_client)
     def interrupt_once_running():
         if STARTED.acquire(timeout=WAIT):
             _thread.interrupt_main()
@@ -329,7 +409,7 @@ def test_ctrl_c_cancels_and_raises(threads_client, blocking):
             Parallel(batch_size=1, pre_dispatch="all")(delayed(blocked)(i) for i in range(40))
     finally:
         interrupter.join(WAIT)
-    wait_until_drained(threads_client)
+    wait_until_drained(threads_client, before)
     GO.set()
     assert len(RAN) <= 4, RAN
 
