@@ -92,6 +92,40 @@ def test_nested_values_round_trip_with_every_compressor(tmp_path, compress):
     assert os.listdir(tmp_path) == ["value.pkl"], "no temporary file left"
 
 
+CHUNK = 4 << 20  # the container's chunk size: compressed arrays above it are chunks
+
+
+@pytest.mark.parametrize("compress", [True] + COMPRESSORS)
+def test_arrays_bigger_than_a_chunk_round_trip_with_every_compressor(tmp_path, compress):
+    # Two chunks and a ragged one; one array just above a chunk, one of exactly one chunk.
+    smooth = np.round(np.sin(np.arange((2 * CHUNK + 1234) // 8) * 1e-3) * 100, 3)
+    value = {
+        "chunks": smooth,
+        "fortran": np.asfortranarray(smooth[: CHUNK // 8 + 8].reshape(-1, 8)),
+        "one": np.arange(CHUNK // 4, dtype=np.int32),
+        "tag": "t",
+    }
+    path = tmp_path / "big.pkl"
+    joblet.dump(value, path, compress=compress)
+    got = joblet.load(path)
+    _assert_same(got, value)
+    assert got["fortran"].flags.f_contiguous
+
+
+def test_damage_inside_a_chunked_array_is_reported_with_the_offset(tmp_path):
+    path = tmp_path / "chunked.pkl"
+    value = np.round(np.sin(np.arange(3 * CHUNK // 8) * 1e-3) * 100, 3)
+    joblet.dump(value, path, compress=("zstd", 3))
+    good = path.read_bytes()
+    size = len(good)
+    # In the chunk table near the array's start, in a middle chunk, in the last one.
+    positions = [300, 600, size // 2, size - 400]
+    for at, message in _damage_results(tmp_path, good, positions):
+        assert "d.pkl" in message and "byte" in message, (at, message)
+    path.write_bytes(good)
+    np.testing.assert_array_equal(joblet.load(path), value)
+
+
 def test_byte_order_is_kept_when_asked():
     value = np.arange(6, dtype=">i4").reshape(2, 3)
     import tempfile
