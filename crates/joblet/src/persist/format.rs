@@ -7,7 +7,7 @@ use xxhash_rust::xxh3::xxh3_64;
 /// The first bytes of every container: a non-ASCII byte first (a file mangled as text shows),
 /// then the name.
 pub const MAGIC: [u8; 8] = *b"\x93JOBLET\n";
-/// The version this code writes. Version 2 added chunked sections ([`Section::chunked`]);
+/// The version this code writes. Version 2 added chunked sections (`persist/chunks.rs`);
 /// this code still reads version 1 files (which have none), while a joblet that knows only
 /// version 1 refuses a version 2 file by its version instead of misreading its chunks.
 pub const VERSION: u32 = 2;
