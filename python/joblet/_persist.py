@@ -218,19 +218,29 @@ class _ArrayHooks:
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _FROMBUFFER:
-            return self._array_from_buffer
+            # Not a bound method: the unpickler's memo keeps what find_class returns, and a
+            # method would make memo -> method -> unpickler a cycle, keeping every loaded
+            # array alive until Python's next full garbage collection.
+            return _native_arrays if self._native else _arrays
         return self._find(module, name)
 
-    def _array_from_buffer(self, buffer: Any, dtype: Any, shape: Any, order: str) -> Any:
-        import numpy as np
 
-        source = buffer.obj if isinstance(buffer, memoryview) else buffer
-        if isinstance(source, np.memmap):
-            return source.view(dtype).reshape(shape, order=order)
-        array = np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
-        if self._native and not array.dtype.isnative:
-            array = array.byteswap().view(array.dtype.newbyteorder("="))
-        return array
+def _arrays(buffer: Any, dtype: Any, shape: Any, order: str, native: bool = False) -> Any:
+    """numpy's out-of-band array rebuilt over a container's buffer (or map); with
+    ``native``, in the machine's byte order (``ensure_native_byte_order``)."""
+    import numpy as np
+
+    source = buffer.obj if isinstance(buffer, memoryview) else buffer
+    if isinstance(source, np.memmap):
+        return source.view(dtype).reshape(shape, order=order)
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+    if native and not array.dtype.isnative:
+        array = array.byteswap().view(array.dtype.newbyteorder("="))
+    return array
+
+
+def _native_arrays(buffer: Any, dtype: Any, shape: Any, order: str) -> Any:
+    return _arrays(buffer, dtype, shape, order, native=True)
 
 
 class _Unpickler(_ArrayHooks, pickle.Unpickler):
