@@ -228,6 +228,11 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
                 # Its results are in the caller now: the cluster may forget them. A failed
                 # batch stays listed, to be released when the call ends.
                 running.pop(key, None)
+            # The futures of its shared arguments were held until now: an argument whose
+            # caller's object is gone leaves the cluster once no pending batch needs it
+            # (released any earlier, the scheduler could drop it before it has even
+            # registered this batch: "lost dependencies").
+            futures.clear()
 
         future.add_done_callback(ended)
         return future
@@ -303,29 +308,32 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
             return holes, futures
         items = batch.items
         for t, (f, args, kwargs) in enumerate(items):
-            new_args: Optional[list] = None
-            new_kwargs: Optional[dict] = None
-            for i, arg in enumerate(args):
-                future = self._future_for(arg, broadcast, threshold)
-                if future is not None:
-                    if new_args is None:
-                        new_args = list(args)
-                    new_args[i] = None
-                    holes.append((t, i, _index(future, futures, index_of)))
-            for name, arg in kwargs.items():
-                future = self._future_for(arg, broadcast, threshold)
-                if future is not None:
-                    if new_kwargs is None:
-                        new_kwargs = dict(kwargs)
-                    new_kwargs[name] = None
-                    holes.append((t, name, _index(future, futures, index_of)))
-            if new_args is not None or new_kwargs is not None:
-                items[t] = (
-                    f,
-                    tuple(new_args) if new_args is not None else args,
-                    new_kwargs if new_kwargs is not None else kwargs,
-                )
+            in_args = self._holes_in(t, enumerate(args), holes, futures, index_of)
+            in_kwargs = self._holes_in(t, kwargs.items(), holes, futures, index_of)
+            if in_args or in_kwargs:
+                if in_args:
+                    args = tuple(None if i in in_args else a for i, a in enumerate(args))
+                if in_kwargs:
+                    kwargs = {k: None if k in in_kwargs else v for k, v in kwargs.items()}
+                items[t] = (f, args, kwargs)
         return holes, futures
+
+    def _holes_in(
+        self, t: int, arguments: Any, holes: list, futures: list, index_of: dict[int, int]
+    ) -> Optional[set]:
+        """The positions (or keywords) among task ``t``'s ``arguments`` that become holes,
+        each recorded in ``holes`` with the index of its future in ``futures``; None when
+        there is none (most tasks: no set made)."""
+        found = None
+        broadcast, threshold = self._broadcast, self._threshold
+        for where, arg in arguments:
+            future = self._future_for(arg, broadcast, threshold)
+            if future is not None:
+                if found is None:
+                    found = set()
+                found.add(where)
+                holes.append((t, where, _index(future, futures, index_of)))
+        return found
 
     def _future_for(self, arg: Any, broadcast: dict, threshold: Optional[int]) -> Any:
         """What fills the hole of ``arg`` on the worker (a future, or a container of
@@ -352,10 +360,11 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         key = id(arg)
 
         def forget(_: Any) -> None:
+            # Dropped, not released: the batches that use it hold its future until they
+            # end, and the last reference gone releases it.
             entry = shared.get(key)
             if entry is not None and entry[0]() is None:
                 shared.pop(key, None)
-                entry[1].release()  # batches already submitted keep the data alive
 
         try:
             ref = weakref.ref(arg, forget)

@@ -553,6 +553,19 @@ class MemorizedFunc(_OnStore, _Logged):
             self._binder = binder = _Binder(self.func)
         return bind_arguments(self.func, self.ignore, args, kwargs, binder)
 
+    def _metadata_since(self, args: tuple, kwargs: dict, start: float) -> Dict[str, Any]:
+        """joblib's metadata of an entry computed from ``start`` (``time.time()``) to now."""
+        now = time.time()
+        try:
+            arguments = self._arguments(args, kwargs)
+        except ValueError:
+            arguments = {}
+        return {
+            "duration": now - start,
+            "input_args": {k: repr(v) for k, v in arguments.items()},
+            "time": now,
+        }
+
     def _get_args_id(self, *args: Any, **kwargs: Any) -> str:
         """The entry's key: the function's name and code, and the arguments. With the code
         in the key, two functions that share a name (and a directory) never share an
@@ -821,16 +834,7 @@ class MemorizedFunc(_OnStore, _Logged):
             except Exception as e:
                 not_stored(e)
                 return None
-            now = time.time()
-            try:
-                arguments = self._arguments(args, kwargs)
-            except ValueError:
-                arguments = {}
-            metadata = {
-                "duration": now - start,
-                "input_args": {k: repr(v) for k, v in arguments.items()},
-                "time": now,
-            }
+            metadata = self._metadata_since(args, kwargs, start)
             try:
                 with open(os.path.join(tmp, _METADATA), "w", encoding="utf-8") as f:
                     json.dump(metadata, f)
@@ -870,16 +874,7 @@ class MemorizedFunc(_OnStore, _Logged):
         )
         if stored is False:
             return None
-        now = time.time()
-        try:
-            arguments = self._arguments(args, kwargs)
-        except ValueError:
-            arguments = {}
-        metadata = {
-            "duration": now - start,
-            "input_args": {k: repr(v) for k, v in arguments.items()},
-            "time": now,
-        }
+        metadata = self._metadata_since(args, kwargs, start)
         backend.store_metadata(call_id, metadata)
         return metadata
 
