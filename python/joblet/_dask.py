@@ -63,9 +63,12 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
     inside a Dask task). ``scatter`` lists objects to send to every worker up front; tasks
     that take them as arguments then refer to the cluster's copy. Other arguments of
     ``max_nbytes`` (a ``Parallel`` setting, 1 MB by default) or more are sent to the cluster
-    once per call, when a task first uses them. ``wait_for_workers_timeout`` is how long a
-    call waits for a cluster with no worker yet. Other keyword arguments (``resources``,
-    ``retries``, ``priority``, ...) go to ``client.submit`` for every batch.
+    once per call, when a task first uses them, and leave it once the caller's object is
+    gone and the batches using them are done; tasks get read-only views of such arrays.
+    Dask futures among the arguments reach the tasks as their values.
+    ``wait_for_workers_timeout`` is how long a call waits for a cluster with no worker yet.
+    Other keyword arguments (``resources``, ``retries``, ``priority``, ...) go to
+    ``client.submit`` for every batch.
 
     ``n_jobs`` does not limit the cluster (as in joblib): a call uses all its worker
     threads.
