@@ -178,12 +178,8 @@ impl Container {
     /// Section `i`'s stored bytes, checked.
     fn stored(&self, i: usize) -> Result<Vec<u8>, PersistError> {
         let s = self.sections[i];
-        let len = usize::try_from(s.stored_len).map_err(|_| {
-            PersistError::refused(
-                &self.path,
-                Refusal::at(s.offset, "a section too big".into()),
-            )
-        })?;
+        let len = usize::try_from(s.stored_len)
+            .map_err(|_| self.refused(Refusal::at(s.offset, "a section too big".into())))?;
         let bytes =
             read_at(&self.file, s.offset, len).map_err(|e| PersistError::io(&self.path, e))?;
         self.check(i, &bytes)?;
@@ -194,16 +190,13 @@ impl Container {
     fn check(&self, i: usize, bytes: &[u8]) -> Result<(), PersistError> {
         let s = self.sections[i];
         if s.checked && xxh3_64(bytes) != s.checksum {
-            return Err(PersistError::refused(
-                &self.path,
-                Refusal::at(
-                    s.offset,
-                    format!(
-                        "section {i} ({} bytes) does not match its checksum",
-                        s.stored_len
-                    ),
+            return Err(self.refused(Refusal::at(
+                s.offset,
+                format!(
+                    "section {i} ({} bytes) does not match its checksum",
+                    s.stored_len
                 ),
-            ));
+            )));
         }
         Ok(())
     }
