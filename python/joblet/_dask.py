@@ -49,6 +49,9 @@ except ImportError as e:  # pragma: no cover - the package is tested with distri
         "pip install 'joblet[dask]' (or pip install distributed)"
     ) from e
 
+# Parallel's default max_nbytes ("1M"), for a configure call that does not give it.
+_DEFAULT_MAX_NBYTES = 1 << 20
+
 # Arguments of these types are never scattered: they are small, and checking them would
 # cost more than sending them (tiny tasks pass mostly these).
 _NEVER_SHARED = frozenset((int, float, bool, complex, type(None), str, bytes, range))
@@ -196,7 +199,8 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         self, n_jobs: int = 1, parallel: Any = None, **backend_kwargs: Any
     ) -> int:
         self.parallel = parallel
-        self._threshold = _threshold(backend_kwargs.get("max_nbytes", "1M"))
+        # (Parallel hands it over in bytes, already parsed; None turns sharing off.)
+        self._threshold = backend_kwargs.get("max_nbytes", _DEFAULT_MAX_NBYTES)
         return self.effective_n_jobs(n_jobs)
 
     def start_call(self) -> None:
@@ -467,13 +471,3 @@ def _function_name(f: Any) -> str:
     """For the task's key (Dask's dashboard groups tasks by it): the first task's function."""
     name = getattr(f, "__name__", type(f).__name__)
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "task"
-
-
-def _threshold(max_nbytes: Any) -> Optional[int]:
-    if max_nbytes is None:
-        return None
-    if isinstance(max_nbytes, str):
-        from ._parallel import memstr_to_bytes
-
-        return memstr_to_bytes(max_nbytes)
-    return int(max_nbytes)
