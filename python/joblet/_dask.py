@@ -122,7 +122,7 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         # Per call: big arguments already on the cluster (id -> (weakref, future)), and the
         # batches still there (key -> future, to cancel them on abort).
         self._shared: dict[int, tuple[Callable[[], Any], Any]] = {}
-        self._running: dict[str, Any] = {}
+        self._running: dict[str, Any] = {}  # (None: being submitted)
         self._threshold: Optional[int] = None
         # (The nested backend, in a worker, looks its client up when a nested call needs it.)
         if _connect_now:
@@ -222,10 +222,14 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         # Pickled here, once: Dask would pickle the batch twice on its way out (the graph,
         # then the message), and it pickles bytes for free.
         payload = cloudpickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL)
+        running = self._running
+        # Listed before it exists: a Ctrl-C inside client.submit may leave the batch on the
+        # cluster with its future only in the interrupted frame, and abort_everything then
+        # cancels it by its key.
+        running[key] = None
         future = self.client.submit(
             _run_batch, payload, holes, *futures, key=key, pure=False, **self.submit_kwargs
         )
-        running = self._running
         running[key] = future
 
         def ended(done: Any) -> None:
@@ -260,7 +264,10 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """Cancels the batches of this call still on the cluster (a task already running
         on a worker thread finishes, as Dask cannot stop a thread)."""
-        futures = list(self._running.values())
+        futures = [
+            future if future is not None else distributed.Future(key, self.client)
+            for key, future in list(self._running.items())
+        ]
         if futures:
             try:
                 self.client.cancel(futures)
@@ -273,7 +280,8 @@ class DaskDistributedBackend(AutoBatchingMixin, ParallelBackendBase):
         abort_everything cancelled) and the scattered arguments still alive. Releasing is
         what makes the scheduler forget them; cancelling first stops queued work at once."""
         for future in list(self._running.values()):
-            future.release()
+            if future is not None:
+                future.release()
         for _, future in self._shared.values():
             future.release()
         self._shared = {}

@@ -9,8 +9,10 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 
-# Dask clusters (loopback only), started once per test session for the tests that ask for
-# them: two single-thread workers in this process, or in two worker processes.
+# Dask clusters (loopback only), started once per test module that asks for them: two
+# single-thread workers in this process, or in two worker processes. (Per module, not per
+# session: their sockets and threads would otherwise live on through other modules' tests,
+# which count this process's descriptors.)
 import pytest  # noqa: E402
 
 
@@ -26,7 +28,7 @@ def _dask_client(processes):
     return cluster, client
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_threads_client():
     cluster, client = _dask_client(processes=False)
     yield client
@@ -34,7 +36,7 @@ def dask_threads_client():
     cluster.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_processes_client():
     cluster, client = _dask_client(processes=True)
     yield client
